@@ -1,0 +1,498 @@
+/*
+ * Destination side. The caller thread accepts the control channel, checks
+ * HELLO against the registered blocks, answers READY, accepts the data
+ * channels (starting each one's thread at once), then waits for END and
+ * gives the verdict. Channel threads read every packet straight into the
+ * blocks: header and offsets first (validated), then the payload with one
+ * readv whose iovecs point at the destination pages.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include "../ram/digest.h"
+#include "session.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* ------------------------------------------------------------------ */
+/* channel thread                                                      */
+
+static inline bool bit_test_set(uint64_t *map, uint64_t i)
+{
+    uint64_t m = 1ull << (i & 63);
+    return __atomic_fetch_or(&map[i >> 6], m, __ATOMIC_RELAXED) & m;
+}
+
+/*
+ * Barrier at SYNC: no channel goes on to a later pass until every channel
+ * has finished this one. Returns false on abort.
+ */
+static bool barrier_wait(vmig_session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    uint64_t gen = s->barrier_gen;
+    if (++s->barrier_count == s->nch) {
+        s->barrier_count = 0;
+        s->barrier_gen++;
+        pthread_cond_broadcast(&s->barrier_cv);
+    } else {
+        while (s->barrier_gen == gen && !vmig_session_aborted(s))
+            pthread_cond_wait(&s->barrier_cv, &s->lock);
+    }
+    bool ok = !vmig_session_aborted(s);
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    if (h->pass != c->synced_pass + 1)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "packet %llu: pass %u, expected %u (a page of a finished pass)",
+                              (unsigned long long)h->seq, h->pass, c->synced_pass + 1);
+    vmig_block *b = vmig_block_find(s, h->block, hint);
+    if (!b)
+        return vmig_error_set(err, VMIG_EPROTO, "packet %llu: unknown block '%s'",
+                              (unsigned long long)h->seq, h->block);
+    if (h->page_size != b->page_size)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "packet %llu: page size %u, but block '%s' has %u",
+                              (unsigned long long)h->seq, h->page_size, b->name, b->page_size);
+    uint32_t n = h->normal + h->zero;
+    uint8_t *raw = c->hdr + VMIG_PKT_HDR_LEN;
+    int rc = vmig_conn_read_all(c->conn, raw, (size_t)n * 8, "packet offsets", err);
+    if (rc)
+        return rc;
+    rc = vmig_wire_pkt_decode_offsets(h, c->hdr, raw, b->length, c->offsets, err);
+    if (rc)
+        return rc;
+    const uint64_t *offs = c->offsets;
+
+    struct iovec *iov = c->iov;
+    int niov = 0;
+    for (uint32_t i = 0; i < h->normal; i++) {
+        uint8_t *p = b->host + offs[i];
+        if (niov > 0 && (uint8_t *)iov[niov - 1].iov_base + iov[niov - 1].iov_len == p) {
+            iov[niov - 1].iov_len += b->page_size;
+        } else {
+            iov[niov].iov_base = p;
+            iov[niov].iov_len = b->page_size;
+            niov++;
+        }
+    }
+    if (niov) {
+        /* Populate the runs before reading into them: one call per run
+         * instead of a fault per page. Failure is harmless (the read faults
+         * the pages in), so it is not checked. */
+        if (s->p.prefault == VMIG_PREFAULT_AHEAD) {
+            for (int i = 0; i < niov; i++)
+                madvise(iov[i].iov_base, iov[i].iov_len, MADV_POPULATE_WRITE);
+        }
+        rc = vmig_conn_read_full(c->conn, iov, niov, "page data", err);
+        if (rc)
+            return rc;
+    }
+    for (uint32_t i = 0; i < h->normal; i++) {
+        uint64_t idx = offs[i] >> b->page_shift;
+        bit_test_set(b->received, idx);
+        if (b->page_hash)
+            __atomic_store_n(&b->page_hash[idx], vmig_page_hash(b->host + offs[i], b->page_size),
+                             __ATOMIC_RELAXED);
+    }
+    bool zeroed = b->flags & VMIG_RAM_ZEROED;
+    for (uint32_t i = h->normal; i < n; i++) {
+        uint64_t idx = offs[i] >> b->page_shift;
+        uint8_t *p = b->host + offs[i];
+        bool seen = bit_test_set(b->received, idx);
+        /* Fresh zeroed memory: a page never written is left alone (no fault,
+         * no RSS). Otherwise clear the page only if it is not zero already. */
+        if (zeroed ? seen : !s->zero->fn(p, b->page_size))
+            memset(p, 0, b->page_size);
+        if (b->page_hash)
+            __atomic_store_n(&b->page_hash[idx], b->zero_hash, __ATOMIC_RELAXED);
+    }
+    uint64_t bytes = VMIG_PKT_HDR_LEN + (uint64_t)n * 8 + h->payload_len;
+    vmig_stat_add(&c->st_bytes, bytes);
+    vmig_stat_add(&c->st_packets, 1);
+    vmig_stat_add(&s->st_wire_bytes, bytes);
+    vmig_stat_add(&s->st_packets, 1);
+    vmig_stat_add(&s->st_normal, h->normal);
+    vmig_stat_add(&s->st_zero, h->zero);
+    vmig_stat_add(&s->st_ram_bytes, (uint64_t)n * b->page_size);
+    return 0;
+}
+
+static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    vmig_pkt_hdr h;
+    int rc = vmig_conn_read_all(c->conn, c->hdr, VMIG_PKT_HDR_LEN, "a packet header", err);
+    if (rc)
+        return rc;
+    rc = vmig_wire_pkt_decode_hdr(c->hdr, &h, s->p.packet_pages, err);
+    if (rc)
+        return rc;
+    if (h.seq <= c->last_seq)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "packet sequence %llu after %llu: sequence numbers must increase",
+                              (unsigned long long)h.seq, (unsigned long long)c->last_seq);
+    c->last_seq = h.seq;
+    switch (h.type) {
+    case VMIG_PKT_RAM:
+        return recv_ram(c, &h, hint, err);
+    case VMIG_PKT_SYNC:
+        if (h.pass != c->synced_pass + 1)
+            return vmig_error_set(err, VMIG_EPROTO, "SYNC of pass %u, expected pass %u", h.pass,
+                                  c->synced_pass + 1);
+        rc = vmig_wire_pkt_decode_offsets(&h, c->hdr, NULL, 0, c->offsets, err);
+        if (rc)
+            return rc;
+        vmig_stat_add(&c->st_bytes, VMIG_PKT_HDR_LEN);
+        vmig_stat_add(&s->st_wire_bytes, VMIG_PKT_HDR_LEN);
+        if (!barrier_wait(s))
+            return VMIG_ECANCELED;
+        c->synced_pass = h.pass;
+        return 0;
+    default: /* VMIG_PKT_FIN, the only type left after decode_hdr */
+        if (c->synced_pass == 0 || h.pass != c->synced_pass)
+            return vmig_error_set(err, VMIG_EPROTO, "FIN of pass %u, but the last SYNC was of "
+                                                    "pass %u", h.pass, c->synced_pass);
+        rc = vmig_wire_pkt_decode_offsets(&h, c->hdr, NULL, 0, c->offsets, err);
+        if (rc)
+            return rc;
+        vmig_stat_add(&c->st_bytes, VMIG_PKT_HDR_LEN);
+        vmig_stat_add(&s->st_wire_bytes, VMIG_PKT_HDR_LEN);
+        c->fin = true;
+        return 0;
+    }
+}
+
+static void *dst_channel_main(void *arg)
+{
+    vmig_channel *c = arg;
+    vmig_session *s = c->s;
+    uint64_t cpu0 = vmig_thread_cpu_ns();
+    uint32_t hint = 0;
+    while (!c->fin && !vmig_session_aborted(s)) {
+        uint64_t t0 = vmig_now_ns();
+        vmig_error e = {0};
+        int rc = recv_packet(c, &hint, &e);
+        vmig_stat_add(&c->st_busy_ns, vmig_now_ns() - t0);
+        __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
+        if (rc) {
+            if (!vmig_session_aborted(s))
+                vmig_session_failf(s, rc, "channel %u: %s", c->id,
+                                   e.code ? e.msg : vmig_strerror(rc));
+            vmig_session_shutdown_conns(s, false);
+            break;
+        }
+    }
+    __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* setup                                                               */
+
+static int read_handshake(vmig_session *s, vmig_conn *c, vmig_wire_hs *hs, vmig_error *err)
+{
+    /* A peer that connects and stays silent must not hold us forever. */
+    struct timeval tv = {(time_t)(s->p.connect_timeout_ms / 1000),
+                         (suseconds_t)(s->p.connect_timeout_ms % 1000) * 1000};
+    if (c->fd >= 0)
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint8_t raw[VMIG_HS_LEN];
+    int rc = vmig_conn_read_all(c, raw, sizeof(raw), "the handshake", err);
+    if (!rc)
+        rc = vmig_wire_hs_decode(raw, hs, err);
+    struct timeval zero = {0, 0};
+    if (c->fd >= 0)
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof(zero));
+    return rc;
+}
+
+/* Match HELLO's blocks against the registered ones (asking the callback for
+ * unknown names), both ways. */
+static int check_blocks(vmig_session *s, const vmig_wire_hello *h, vmig_error *err)
+{
+    for (uint32_t i = 0; i < h->nblocks; i++) {
+        const vmig_wire_block *wb = &h->blocks[i];
+        vmig_block *b = vmig_block_find(s, wb->name, NULL);
+        if (!b && s->block_cb) {
+            int rc = s->block_cb(s->block_cb_opaque, s, wb->name, wb->length, wb->page_size);
+            if (rc)
+                return vmig_error_set(err, rc < 0 ? rc : VMIG_EINVAL,
+                                      "block '%s' (%llu bytes): refused by the application (%s)",
+                                      wb->name, (unsigned long long)wb->length,
+                                      vmig_strerror(rc));
+            b = vmig_block_find(s, wb->name, NULL);
+        }
+        if (!b)
+            return vmig_error_set(err, VMIG_ENOENT,
+                                  "source block '%s' (%llu bytes) is not registered here",
+                                  wb->name, (unsigned long long)wb->length);
+        if (b->length != wb->length || b->page_size != wb->page_size)
+            return vmig_error_set(err, VMIG_EINVAL,
+                                  "block '%s': source has %llu bytes in %u-byte pages, "
+                                  "destination %llu bytes in %u-byte pages",
+                                  wb->name, (unsigned long long)wb->length, wb->page_size,
+                                  (unsigned long long)b->length, b->page_size);
+    }
+    if (s->nblocks != h->nblocks) {
+        for (uint32_t i = 0; i < s->nblocks; i++) {
+            bool found = false;
+            for (uint32_t k = 0; k < h->nblocks && !found; k++)
+                found = !strcmp(h->blocks[k].name, s->blocks[i].name);
+            if (!found)
+                return vmig_error_set(err, VMIG_ENOENT,
+                                      "destination block '%s' is not sent by the source",
+                                      s->blocks[i].name);
+        }
+    }
+    return 0;
+}
+
+static int alloc_channels(vmig_session *s, vmig_error *err)
+{
+    uint32_t pp = s->p.packet_pages;
+    for (uint32_t i = 0; i < s->nch; i++) {
+        vmig_channel *c = &s->ch[i];
+        c->hdr = malloc(VMIG_PKT_HDR_LEN + 8 * (size_t)pp);
+        c->iov = malloc(sizeof(struct iovec) * pp);
+        c->offsets = malloc(sizeof(uint64_t) * pp);
+        if (!c->hdr || !c->iov || !c->offsets)
+            return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u buffers", i);
+    }
+    return 0;
+}
+
+/* Accept connections until the control channel arrives; returns its handshake. */
+static int accept_control(vmig_session *s, vmig_wire_hs *hs, vmig_error *err)
+{
+    for (;;) {
+        vmig_conn *c;
+        int rc = s->listener->ops->accept(s->listener, -1, &s->abort, &c, err);
+        if (rc)
+            return rc;
+        vmig_error he = {0};
+        rc = read_handshake(s, c, hs, &he);
+        if (rc == 0 && hs->kind == VMIG_CH_CONTROL) {
+            pthread_mutex_lock(&s->lock);
+            s->control = c;
+            pthread_mutex_unlock(&s->lock);
+            return 0;
+        }
+        vmig_conn_close(c);
+        if (rc == 0)
+            rc = vmig_error_set(&he, VMIG_EPROTO,
+                                "data channel %u connected before any control channel",
+                                hs->channel_id);
+        return vmig_error_copy(err, &he);
+    }
+}
+
+static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_error *err)
+{
+    uint32_t connected = 0;
+    while (connected < s->nch) {
+        vmig_conn *c;
+        int rc = s->listener->ops->accept(s->listener, (int)s->p.connect_timeout_ms, &s->abort,
+                                          &c, err);
+        if (rc)
+            return rc;
+        vmig_wire_hs hs;
+        rc = read_handshake(s, c, &hs, err);
+        if (!rc && hs.kind != VMIG_CH_DATA)
+            rc = vmig_error_set(err, VMIG_EPROTO, "%s: a second control channel", c->peer);
+        if (!rc && memcmp(hs.uuid, ctl->uuid, 16))
+            rc = vmig_error_set(err, VMIG_EPROTO,
+                                "%s: channel %u belongs to another migration (session id differs)",
+                                c->peer, hs.channel_id);
+        if (!rc && hs.channel_count != ctl->channel_count)
+            rc = vmig_error_set(err, VMIG_EPROTO,
+                                "%s: channel %u says %u channels, the control channel said %u",
+                                c->peer, hs.channel_id, hs.channel_count, ctl->channel_count);
+        if (!rc && hs.channel_id >= s->nch)
+            rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel id %u is not below the count %u",
+                                c->peer, hs.channel_id, s->nch);
+        if (!rc && s->ch[hs.channel_id].conn)
+            rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel id %u is already connected",
+                                c->peer, hs.channel_id);
+        if (rc) {
+            vmig_conn_close(c);
+            return rc;
+        }
+        vmig_channel *ch = &s->ch[hs.channel_id];
+        pthread_mutex_lock(&s->lock);
+        ch->conn = c;
+        pthread_mutex_unlock(&s->lock);
+        if (pthread_create(&ch->thread, NULL, dst_channel_main, ch))
+            return vmig_error_set(err, VMIG_ENOMEM, "cannot start channel thread %u",
+                                  hs.channel_id);
+        ch->thread_started = true;
+        connected++;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* verdict                                                             */
+
+static int check_end(vmig_session *s, const uint8_t *payload, uint32_t plen, vmig_error *err)
+{
+    uint8_t(*dg)[16] = calloc(s->nblocks, 16);
+    if (!dg)
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for END");
+    vmig_wire_end e = {.digests = dg};
+    int rc = vmig_wire_end_decode(payload, plen, &e, s->nblocks, err);
+    if (rc)
+        goto out;
+    for (uint32_t i = 0; i < s->nch; i++)
+        if (!s->ch[i].fin) {
+            rc = vmig_error_set(err, VMIG_EPROTO, "END before FIN on channel %u", i);
+            goto out;
+        }
+    uint64_t packets = __atomic_load_n(&s->st_packets, __ATOMIC_RELAXED);
+    uint64_t normal = __atomic_load_n(&s->st_normal, __ATOMIC_RELAXED);
+    uint64_t zero = __atomic_load_n(&s->st_zero, __ATOMIC_RELAXED);
+    if (e.packets != packets || e.normal_pages != normal || e.zero_pages != zero) {
+        rc = vmig_error_set(err, VMIG_EVERIFY,
+                            "source sent %llu packets (%llu normal, %llu zero pages), "
+                            "%llu packets (%llu normal, %llu zero pages) arrived",
+                            (unsigned long long)e.packets, (unsigned long long)e.normal_pages,
+                            (unsigned long long)e.zero_pages, (unsigned long long)packets,
+                            (unsigned long long)normal, (unsigned long long)zero);
+        goto out;
+    }
+    if (s->p.verify == VMIG_VERIFY_OFF)
+        goto out;
+    __atomic_store_n(&s->state, VMIG_STATE_VERIFYING, __ATOMIC_RELEASE);
+    uint64_t t0 = vmig_now_ns();
+    for (uint32_t i = 0; i < s->nblocks && !rc; i++) {
+        vmig_block *b = &s->blocks[i];
+        vmig_digest d = s->p.verify == VMIG_VERIFY_FULL ? vmig_block_digest_memory(b, s->nch)
+                                                        : vmig_block_digest_hashes(b, true);
+        uint8_t mine[16];
+        vmig_digest_to_bytes(&d, mine);
+        if (memcmp(mine, dg[s->blocks[i].hello_index], 16))
+            rc = vmig_error_set(err, VMIG_EVERIFY,
+                                "block '%s': digest of the received memory does not match the "
+                                "source's",
+                                b->name);
+    }
+    vmig_stat_add(&s->st_verify_ns, vmig_now_ns() - t0);
+out:
+    free(dg);
+    return rc;
+}
+
+int vmig_dest_run(vmig_session *s)
+{
+    vmig_error e = {0};
+    vmig_wire_hello hello = {0};
+    uint8_t *payload = NULL;
+    uint32_t plen;
+    vmig_wire_hs hs;
+    pthread_getcpuclockid(pthread_self(), &s->caller_clock);
+
+    int rc = accept_control(s, &hs, &e);
+    if (rc)
+        goto fail;
+    if ((rc = vmig_ctl_read(s->control, VMIG_CTL_HELLO, &payload, &plen, &e)))
+        goto fail;
+    hello.blocks = calloc(VMIG_WIRE_MAX_BLOCKS, sizeof(*hello.blocks));
+    if (!hello.blocks) {
+        rc = vmig_error_set(&e, VMIG_ENOMEM, "out of memory for HELLO");
+        goto fail;
+    }
+    if ((rc = vmig_wire_hello_decode(payload, plen, &hello, VMIG_WIRE_MAX_BLOCKS, &e)))
+        goto fail;
+    if (hello.channels != hs.channel_count) {
+        rc = vmig_error_set(&e, VMIG_EPROTO, "HELLO says %u channels, the handshake %u",
+                            hello.channels, hs.channel_count);
+        goto fail;
+    }
+    if ((rc = check_blocks(s, &hello, &e)))
+        goto fail;
+    for (uint32_t i = 0; i < hello.nblocks; i++)
+        vmig_block_find(s, hello.blocks[i].name, NULL)->hello_index = i;
+    s->nch = hello.channels;
+    s->p.channels = hello.channels;
+    s->p.packet_pages = hello.packet_pages;
+    s->p.verify = hello.verify;
+    s->total_bytes = 0;
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        vmig_block *b = &s->blocks[i];
+        s->total_bytes += b->length;
+        b->zero_hash = vmig_zero_page_hash(b->page_size);
+        if ((uint64_t)b->page_size * hello.packet_pages > VMIG_WIRE_MAX_PAYLOAD) {
+            rc = vmig_error_set(&e, VMIG_EPROTO, "block '%s': packets would exceed %u bytes",
+                                b->name, VMIG_WIRE_MAX_PAYLOAD);
+            goto fail;
+        }
+    }
+    if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, true, &e)))
+        goto fail;
+    if ((rc = vmig_ctl_write(s->control, VMIG_CTL_READY, NULL, 0, &e)))
+        goto fail;
+    __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
+    s->start_ns = vmig_now_ns();
+
+    if ((rc = accept_data_channels(s, &hs, &e)))
+        goto fail;
+    free(payload);
+    payload = NULL;
+    /* END comes once the source has sent FIN on every channel; a channel
+     * failure shuts the control channel down and ends this read. */
+    rc = vmig_ctl_read_session(s, VMIG_CTL_END, &payload, &plen, &e);
+    for (uint32_t i = 0; i < s->nch; i++)
+        if (s->ch[i].thread_started) {
+            pthread_join(s->ch[i].thread, NULL);
+            s->ch[i].thread_started = false;
+        }
+    if (vmig_session_aborted(s)) {
+        rc = s->err.code;
+        goto fail;
+    }
+    if (rc)
+        goto fail;
+    if ((rc = check_end(s, payload, plen, &e)))
+        goto fail;
+    free(payload);
+    free(hello.blocks);
+    uint8_t buf[8];
+    int n = vmig_wire_status_encode(0, "", buf, sizeof(buf));
+    rc = vmig_ctl_write(s->control, VMIG_CTL_RESULT, buf, (uint32_t)n, &e);
+    if (rc)
+        vmig_session_fail(s, &e);
+    return rc;
+
+fail:
+    free(payload);
+    free(hello.blocks);
+    if (e.code)
+        vmig_session_fail(s, &e);
+    else
+        vmig_session_failf(s, rc ? rc : VMIG_EIO, "incoming migration failed");
+    vmig_session_shutdown_conns(s, false);
+    for (uint32_t i = 0; i < s->nch; i++)
+        if (s->ch[i].thread_started) {
+            pthread_join(s->ch[i].thread, NULL);
+            s->ch[i].thread_started = false;
+        }
+    /* Closed data channels may mean the source gave up: it says why on the
+     * control channel. Otherwise tell the source why we refuse. */
+    vmig_session_take_peer_error(s, 1000);
+    pthread_mutex_lock(&s->lock);
+    vmig_error why = s->err;
+    pthread_mutex_unlock(&s->lock);
+    if (why.code != VMIG_EPEER)
+        vmig_control_send_error(s, why.code, why.msg);
+    return why.code;
+}

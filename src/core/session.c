@@ -1,0 +1,543 @@
+/* Session lifetime, RAM blocks, errors, pacing and statistics. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "../ram/digest.h"
+#include "session.h"
+
+int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_params *params,
+                        vmig_error *err)
+{
+    if (!out || (role != VMIG_ROLE_SOURCE && role != VMIG_ROLE_DEST))
+        return vmig_error_set(err, VMIG_EINVAL, "vmig_session_create: bad arguments");
+    vmig_params p;
+    if (params) {
+        p = *params;
+        if (p.channels < 1 || p.channels > VMIG_MAX_CHANNELS)
+            return vmig_error_set(err, VMIG_EINVAL, "channels %u is not in 1..%d", p.channels,
+                                  VMIG_MAX_CHANNELS);
+        if (p.packet_pages < 1 || p.packet_pages > VMIG_WIRE_MAX_PACKET_PAGES)
+            return vmig_error_set(err, VMIG_EINVAL, "packet-pages %u is not in 1..%u",
+                                  p.packet_pages, VMIG_WIRE_MAX_PACKET_PAGES);
+        if (p.zero_detect > VMIG_ZERO_CHANNEL || p.verify > VMIG_VERIFY_FULL ||
+            p.prefault > VMIG_PREFAULT_AHEAD)
+            return vmig_error_set(err, VMIG_EINVAL, "zero-page-detection, verify or prefault "
+                                                    "has an unknown value");
+        if (p.connect_timeout_ms == 0)
+            return vmig_error_set(err, VMIG_EINVAL, "connect-timeout must be at least 1 ms");
+    } else {
+        vmig_params_init(&p);
+    }
+    vmig_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for a session");
+    s->role = role;
+    s->p = p;
+    s->zero = vmig_zero_best();
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->rate_lock, NULL);
+    pthread_cond_init(&s->space, NULL);
+    pthread_cond_init(&s->barrier_cv, NULL);
+    for (int i = 0; i < VMIG_MAX_CHANNELS; i++) {
+        s->ch[i].s = s;
+        s->ch[i].id = (uint32_t)i;
+        pthread_cond_init(&s->ch[i].work, NULL);
+    }
+    s->state = VMIG_STATE_NEW;
+    *out = s;
+    return 0;
+}
+
+void vmig_session_free(vmig_session *s)
+{
+    if (!s)
+        return;
+    vmig_session_reset_run(s);
+    vmig_listener_close(s->listener);
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        free(s->blocks[i].page_hash);
+        free(s->blocks[i].received);
+    }
+    free(s->blocks);
+    for (int i = 0; i < VMIG_MAX_CHANNELS; i++)
+        pthread_cond_destroy(&s->ch[i].work);
+    pthread_cond_destroy(&s->space);
+    pthread_cond_destroy(&s->barrier_cv);
+    pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->rate_lock);
+    free(s);
+}
+
+static bool running(vmig_session *s)
+{
+    uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+    return st == VMIG_STATE_SETUP || st == VMIG_STATE_ACTIVE || st == VMIG_STATE_VERIFYING;
+}
+
+int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length,
+                 uint32_t page_size, unsigned flags, vmig_error *err)
+{
+    if (!s || !name)
+        return vmig_error_set(err, VMIG_EINVAL, "vmig_ram_add: NULL argument");
+    if (running(s) && s->role == VMIG_ROLE_SOURCE)
+        return vmig_error_set(err, VMIG_ESTATE, "block '%s': cannot add RAM while migrating",
+                              name);
+    size_t nl = strnlen(name, VMIG_BLOCK_NAME_MAX + 1);
+    if (nl == 0 || nl > VMIG_BLOCK_NAME_MAX)
+        return vmig_error_set(err, VMIG_EINVAL, "block name must be 1..%d bytes",
+                              VMIG_BLOCK_NAME_MAX);
+    if (page_size == 0)
+        page_size = 4096;
+    if (!vmig_is_pow2(page_size) || page_size < VMIG_WIRE_MIN_PAGE_SIZE ||
+        page_size > VMIG_WIRE_MAX_PAGE_SIZE)
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "block '%s': page size %u is not a power of two in 4096..2 MiB",
+                              name, page_size);
+    if ((uint64_t)page_size * s->p.packet_pages > VMIG_WIRE_MAX_PAYLOAD)
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "block '%s': page size %u x packet-pages %u exceeds the %u-byte "
+                              "packet payload limit",
+                              name, page_size, s->p.packet_pages, VMIG_WIRE_MAX_PAYLOAD);
+    if (!host || length == 0 || length % page_size || (uintptr_t)host % page_size ||
+        length > VMIG_WIRE_MAX_BLOCK_LEN)
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "block '%s': host %p and length %llu must be non-zero multiples "
+                              "of the page size %u (length at most 2^48)",
+                              name, host, (unsigned long long)length, page_size);
+    if (flags & ~VMIG_RAM_ZEROED)
+        return vmig_error_set(err, VMIG_EINVAL, "block '%s': unknown flags 0x%x", name, flags);
+    if (vmig_block_find(s, name, NULL))
+        return vmig_error_set(err, VMIG_EEXIST, "block '%s' is already registered", name);
+    if (s->nblocks >= VMIG_WIRE_MAX_BLOCKS)
+        return vmig_error_set(err, VMIG_EINVAL, "too many blocks (limit %d)",
+                              VMIG_WIRE_MAX_BLOCKS);
+    if (s->nblocks == s->blocks_cap) {
+        uint32_t cap = s->blocks_cap ? s->blocks_cap * 2 : 8;
+        vmig_block *nb = realloc(s->blocks, sizeof(*nb) * cap);
+        if (!nb)
+            return vmig_error_set(err, VMIG_ENOMEM, "out of memory for block '%s'", name);
+        s->blocks = nb;
+        s->blocks_cap = cap;
+    }
+    vmig_block *b = &s->blocks[s->nblocks];
+    memset(b, 0, sizeof(*b));
+    memcpy(b->name, name, nl);
+    b->host = host;
+    b->length = length;
+    b->page_size = page_size;
+    b->page_shift = (uint32_t)__builtin_ctz(page_size);
+    b->flags = flags;
+    b->npages = length / page_size;
+    s->nblocks++;
+    return 0;
+}
+
+vmig_block *vmig_block_find(vmig_session *s, const char *name, uint32_t *hint)
+{
+    if (hint && *hint < s->nblocks && !strcmp(s->blocks[*hint].name, name))
+        return &s->blocks[*hint];
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        if (!strcmp(s->blocks[i].name, name)) {
+            if (hint)
+                *hint = i;
+            return &s->blocks[i];
+        }
+    }
+    return NULL;
+}
+
+int vmig_incoming_set_block_cb(vmig_session *s, vmig_block_cb cb, void *opaque)
+{
+    if (!s || s->role != VMIG_ROLE_DEST)
+        return VMIG_EINVAL;
+    s->block_cb = cb;
+    s->block_cb_opaque = opaque;
+    return 0;
+}
+
+int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err)
+{
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        vmig_block *b = &s->blocks[i];
+        free(b->page_hash);
+        free(b->received);
+        b->page_hash = NULL;
+        b->received = NULL;
+        if (s->p.verify == VMIG_VERIFY_ON) {
+            b->page_hash = malloc(sizeof(uint64_t) * b->npages);
+            if (!b->page_hash)
+                return vmig_error_set(err, VMIG_ENOMEM, "block '%s': no memory for page hashes",
+                                      b->name);
+            /* Source: 0 marks "never sent", which cannot match the
+             * destination. Destination: fresh zeroed memory holds zero pages. */
+            uint64_t init = dest && (b->flags & VMIG_RAM_ZEROED)
+                                ? vmig_zero_page_hash(b->page_size)
+                                : 0;
+            for (uint64_t p = 0; p < b->npages; p++)
+                b->page_hash[p] = init;
+        }
+        if (dest) {
+            b->received = calloc((b->npages + 63) / 64, sizeof(uint64_t));
+            if (!b->received)
+                return vmig_error_set(err, VMIG_ENOMEM, "block '%s': no memory for its bitmap",
+                                      b->name);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* errors and cancellation                                             */
+
+void vmig_session_shutdown_conns(vmig_session *s, bool control)
+{
+    if (control)
+        vmig_conn_shutdown(s->control);
+    for (uint32_t i = 0; i < s->nch; i++)
+        vmig_conn_shutdown(s->ch[i].conn);
+}
+
+static void wake_all(vmig_session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    pthread_cond_broadcast(&s->space);
+    pthread_cond_broadcast(&s->barrier_cv);
+    for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++)
+        pthread_cond_broadcast(&s->ch[i].work);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void vmig_session_fail(vmig_session *s, const vmig_error *e)
+{
+    pthread_mutex_lock(&s->lock);
+    if (__atomic_load_n(&s->canceled, __ATOMIC_ACQUIRE) && s->err.code == 0)
+        vmig_error_set(&s->err, VMIG_ECANCELED, "migration canceled");
+    vmig_error_copy(&s->err, e);
+    pthread_mutex_unlock(&s->lock);
+    __atomic_store_n(&s->abort, 1, __ATOMIC_RELEASE);
+    wake_all(s);
+}
+
+int vmig_session_failf(vmig_session *s, int code, const char *fmt, ...)
+{
+    vmig_error e = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.msg, sizeof(e.msg), fmt, ap);
+    va_end(ap);
+    e.code = code;
+    vmig_session_fail(s, &e);
+    return code;
+}
+
+void vmig_cancel(vmig_session *s)
+{
+    if (!s)
+        return;
+    __atomic_store_n(&s->canceled, 1, __ATOMIC_RELEASE);
+    if (running(s)) {
+        vmig_session_failf(s, VMIG_ECANCELED, "migration canceled");
+        /* Make blocked socket calls return; connections are closed only
+         * by the thread that runs the migration, after joining. */
+        pthread_mutex_lock(&s->lock);
+        vmig_session_shutdown_conns(s, true);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+void vmig_control_send_error(vmig_session *s, int code, const char *msg)
+{
+    if (!s->control)
+        return;
+    uint8_t buf[VMIG_CTL_HDR_LEN + 8 + VMIG_WIRE_MAX_MSG + VMIG_CTL_TRAILER_LEN];
+    char m[VMIG_WIRE_MAX_MSG + 1];
+    snprintf(m, sizeof(m), "%s", msg);
+    int n = vmig_wire_status_encode(code < 0 ? code : VMIG_EPEER, m, buf + VMIG_CTL_HDR_LEN,
+                                    sizeof(buf) - VMIG_CTL_HDR_LEN - VMIG_CTL_TRAILER_LEN);
+    if (n < 0)
+        return;
+    size_t len = vmig_wire_ctl_frame(buf, VMIG_CTL_ERROR, (uint32_t)n);
+    vmig_conn_write_all(s->control, buf, len, "ERROR", NULL);
+}
+
+void vmig_session_reset_run(vmig_session *s)
+{
+    for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
+        vmig_channel *c = &s->ch[i];
+        vmig_conn_close(c->conn);
+        c->conn = NULL;
+        free(c->hdr);
+        free(c->iov);
+        free(c->offsets);
+        c->hdr = NULL;
+        c->iov = NULL;
+        c->offsets = NULL;
+        for (int j = 0; j < VMIG_QUEUE_DEPTH; j++) {
+            free(c->jobs[j].offsets);
+            c->jobs[j].offsets = NULL;
+        }
+        c->head = c->count = 0;
+        c->last_seq = 0;
+        c->synced_pass = 0;
+        c->fin = false;
+        c->thread_started = false;
+        c->st_bytes = c->st_packets = c->st_busy_ns = c->st_cpu_ns = 0;
+    }
+    vmig_conn_close(s->control);
+    s->control = NULL;
+    s->nch = 0;
+}
+
+/* Start statistics and state for a new run. */
+static void run_begin(vmig_session *s)
+{
+    s->err.code = 0;
+    s->err.msg[0] = 0;
+    __atomic_store_n(&s->abort, 0, __ATOMIC_RELEASE);
+    s->barrier_count = 0;
+    s->barrier_gen = 0;
+    s->rate_next_ns = 0;
+    s->st_wire_bytes = s->st_normal = s->st_zero = s->st_packets = 0;
+    s->st_verify_ns = s->st_caller_cpu_ns = 0;
+    s->total_bytes = 0;
+    for (uint32_t i = 0; i < s->nblocks; i++)
+        s->total_bytes += s->blocks[i].length;
+    s->start_ns = vmig_now_ns();
+    s->end_ns = 0;
+    s->caller_cpu_start = vmig_thread_cpu_ns();
+    __atomic_store_n(&s->state, VMIG_STATE_SETUP, __ATOMIC_RELEASE);
+}
+
+int vmig_session_finish(vmig_session *s, int rc, vmig_error *err)
+{
+    pthread_mutex_lock(&s->lock);
+    if (rc && s->err.code == 0)
+        vmig_error_set(&s->err, rc, "%s", vmig_strerror(rc));
+    if (s->err.code && __atomic_load_n(&s->canceled, __ATOMIC_ACQUIRE) &&
+        s->err.code != VMIG_ECANCELED) {
+        /* A cancel makes the sockets fail: report the cancel, not the echo. */
+        s->err.code = VMIG_ECANCELED;
+        snprintf(s->err.msg, sizeof(s->err.msg), "migration canceled");
+    }
+    rc = s->err.code;
+    pthread_mutex_unlock(&s->lock);
+    vmig_error_copy(err, &s->err);
+    __atomic_store_n(&s->st_caller_cpu_ns, vmig_thread_cpu_ns() - s->caller_cpu_start,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&s->end_ns, vmig_now_ns(), __ATOMIC_RELEASE);
+    __atomic_store_n(&s->state,
+                     rc == 0                    ? VMIG_STATE_COMPLETED
+                     : rc == VMIG_ECANCELED     ? VMIG_STATE_CANCELED
+                                                : VMIG_STATE_FAILED,
+                     __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* entry points                                                        */
+
+int vmig_migrate(vmig_session *s, const char *uri, vmig_error *err)
+{
+    if (!s || !uri)
+        return vmig_error_set(err, VMIG_EINVAL, "vmig_migrate: NULL argument");
+    if (s->role != VMIG_ROLE_SOURCE)
+        return vmig_error_set(err, VMIG_ESTATE, "vmig_migrate needs a source session");
+    if (running(s))
+        return vmig_error_set(err, VMIG_ESTATE, "a migration is already running");
+    if (s->nblocks == 0)
+        return vmig_error_set(err, VMIG_EINVAL, "no RAM block registered");
+    if (getrandom(s->uuid, sizeof(s->uuid), 0) != sizeof(s->uuid))
+        return vmig_error_set(err, VMIG_EIO, "getrandom: %s", strerror(errno));
+    __atomic_store_n(&s->canceled, 0, __ATOMIC_RELEASE);
+    run_begin(s);
+    int rc = vmig_source_run(s, uri);
+    rc = vmig_session_finish(s, rc, err);
+    vmig_session_reset_run(s);
+    return rc;
+}
+
+int vmig_incoming_listen(vmig_session *s, const char *uri, vmig_error *err)
+{
+    if (!s || !uri)
+        return vmig_error_set(err, VMIG_EINVAL, "vmig_incoming_listen: NULL argument");
+    if (s->role != VMIG_ROLE_DEST)
+        return vmig_error_set(err, VMIG_ESTATE, "vmig_incoming_listen needs a destination session");
+    if (s->listener)
+        return vmig_error_set(err, VMIG_ESTATE, "already listening");
+    return vmig_listen(uri, &s->listener, err);
+}
+
+int vmig_incoming_uri(vmig_session *s, char *buf, size_t len)
+{
+    if (!s || !s->listener || !buf || !len)
+        return VMIG_ESTATE;
+    s->listener->ops->uri(s->listener, buf, len);
+    return 0;
+}
+
+int vmig_incoming_run(vmig_session *s, vmig_error *err)
+{
+    if (!s)
+        return vmig_error_set(err, VMIG_EINVAL, "vmig_incoming_run: NULL session");
+    if (s->role != VMIG_ROLE_DEST || !s->listener)
+        return vmig_error_set(err, VMIG_ESTATE,
+                              "vmig_incoming_run needs a destination session that listens");
+    if (running(s))
+        return vmig_error_set(err, VMIG_ESTATE, "an incoming migration is already running");
+    __atomic_store_n(&s->canceled, 0, __ATOMIC_RELEASE);
+    run_begin(s);
+    int rc = vmig_dest_run(s);
+    rc = vmig_session_finish(s, rc, err);
+    vmig_session_reset_run(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* pacing                                                              */
+
+void vmig_rate_wait(vmig_session *s, uint64_t bytes)
+{
+    uint64_t rate = s->p.max_bandwidth;
+    if (!rate)
+        return;
+    /* A virtual clock: each send reserves bytes/rate seconds after the
+     * previous reservation. An idle link may bank at most 10 ms of credit,
+     * so the rate holds over any window longer than that. */
+    uint64_t cost = (uint64_t)((double)bytes * 1e9 / (double)rate);
+    pthread_mutex_lock(&s->rate_lock);
+    uint64_t now = vmig_now_ns();
+    uint64_t slot = s->rate_next_ns;
+    if (slot + 10000000ull < now)
+        slot = now - 10000000ull;
+    s->rate_next_ns = slot + cost;
+    pthread_mutex_unlock(&s->rate_lock);
+    while (slot > now && !vmig_session_aborted(s)) {
+        uint64_t d = VMIG_MIN(slot - now, 50000000ull); /* re-check abort every 50 ms */
+        struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+        nanosleep(&ts, NULL);
+        now = vmig_now_ns();
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* statistics                                                          */
+
+const char *vmig_state_name(uint32_t state)
+{
+    static const char *const names[] = {"new",       "setup",    "active",  "verifying",
+                                        "completed", "failed",   "canceled"};
+    return state < VMIG_ARRAY_SIZE(names) ? names[state] : "unknown";
+}
+
+int vmig_stats_get(vmig_session *s, vmig_stats *o)
+{
+    if (!s || !o)
+        return VMIG_EINVAL;
+    memset(o, 0, sizeof(*o));
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+    o->state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+    o->channels = s->p.channels;
+    uint64_t end = __atomic_load_n(&s->end_ns, __ATOMIC_ACQUIRE);
+    if (o->state != VMIG_STATE_NEW)
+        o->elapsed_ns = (end ? end : vmig_now_ns()) - s->start_ns;
+    o->total_bytes = s->total_bytes;
+    o->normal_pages = LD(s->st_normal);
+    o->zero_pages = LD(s->st_zero);
+    o->packets = LD(s->st_packets);
+    o->wire_bytes = LD(s->st_wire_bytes);
+    o->verify_ns = LD(s->st_verify_ns);
+    /* Page counts are in each block's page size; blocks of one session
+     * usually share it, so convert with the per-packet accounting instead. */
+    o->cpu_ns = LD(s->st_caller_cpu_ns);
+    if (!end && (o->state == VMIG_STATE_ACTIVE || o->state == VMIG_STATE_VERIFYING)) {
+        struct timespec ts;
+        if (clock_gettime(s->caller_clock, &ts) == 0)
+            o->cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec -
+                        s->caller_cpu_start;
+    }
+    for (uint32_t i = 0; i < s->p.channels && i < VMIG_MAX_CHANNELS; i++) {
+        o->ch[i].bytes = LD(s->ch[i].st_bytes);
+        o->ch[i].packets = LD(s->ch[i].st_packets);
+        o->ch[i].busy_ns = LD(s->ch[i].st_busy_ns);
+        o->cpu_ns += LD(s->ch[i].st_cpu_ns);
+    }
+    o->ram_bytes = LD(s->st_ram_bytes);
+    if (o->elapsed_ns)
+        o->mbps = (double)o->wire_bytes * 1e3 / (double)o->elapsed_ns;
+#undef LD
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* block digests                                                       */
+
+typedef struct digest_job {
+    const vmig_block *b;
+    uint64_t next_chunk; /* atomic */
+    pthread_mutex_t lock;
+    vmig_digest sum;
+} digest_job;
+
+#define DIGEST_CHUNK_PAGES 4096u
+
+static void digest_sum(vmig_digest *acc, const vmig_digest *d)
+{
+    uint64_t lo = acc->lo + d->lo;
+    acc->hi += d->hi + (lo < acc->lo);
+    acc->lo = lo;
+}
+
+static void *digest_worker(void *arg)
+{
+    digest_job *j = arg;
+    const vmig_block *b = j->b;
+    vmig_digest part = {0, 0};
+    for (;;) {
+        uint64_t c = __atomic_fetch_add(&j->next_chunk, 1, __ATOMIC_RELAXED);
+        uint64_t first = c * DIGEST_CHUNK_PAGES;
+        if (first >= b->npages)
+            break;
+        uint64_t last = VMIG_MIN(first + DIGEST_CHUNK_PAGES, b->npages);
+        for (uint64_t i = first; i < last; i++)
+            vmig_digest_add(&part, i, vmig_page_hash(b->host + (i << b->page_shift), b->page_size));
+    }
+    pthread_mutex_lock(&j->lock);
+    digest_sum(&j->sum, &part);
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+vmig_digest vmig_block_digest_memory(const vmig_block *b, uint32_t nthreads)
+{
+    digest_job j = {.b = b};
+    pthread_mutex_init(&j.lock, NULL);
+    pthread_t th[VMIG_MAX_CHANNELS];
+    uint32_t started = 0;
+    nthreads = VMIG_MAX(1, VMIG_MIN(nthreads, VMIG_MAX_CHANNELS));
+    for (uint32_t i = 1; i < nthreads; i++)
+        if (pthread_create(&th[started], NULL, digest_worker, &j) == 0)
+            started++;
+    digest_worker(&j); /* the caller works too, so no thread is also fine */
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&j.lock);
+    return j.sum;
+}
+
+vmig_digest vmig_block_digest_hashes(const vmig_block *b, bool dest)
+{
+    vmig_digest d = {0, 0};
+    bool unknown = dest && !(b->flags & VMIG_RAM_ZEROED);
+    for (uint64_t i = 0; i < b->npages; i++) {
+        uint64_t h = b->page_hash[i];
+        /* Memory of unknown content that received nothing: its real bytes count. */
+        if (unknown && !(b->received[i >> 6] & (1ull << (i & 63))))
+            h = vmig_page_hash(b->host + (i << b->page_shift), b->page_size);
+        vmig_digest_add(&d, i, h);
+    }
+    return d;
+}

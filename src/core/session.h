@@ -1,0 +1,180 @@
+/*
+ * Session internals shared by the source (source.c) and destination
+ * (dest.c) sides. Only core/ sees this header.
+ *
+ * Threads of a source session:
+ *   caller   vmig_migrate(): control channel, producer (walks the blocks and
+ *            fills packet descriptors), digests, waits for RESULT
+ *   chan[i]  one per data channel: takes descriptors from its queue,
+ *            classifies zero pages, hashes, writes header + pages (writev)
+ * Threads of a destination session:
+ *   caller   vmig_incoming_run(): accepts channels, control channel, verdict
+ *   chan[i]  one per data channel: reads packets straight into the blocks
+ */
+#ifndef VMIG_SESSION_H
+#define VMIG_SESSION_H
+
+#include <pthread.h>
+#include <time.h>
+
+#include "../base/base.h"
+#include "../ram/zero.h"
+#include "../transport/transport.h"
+#include "../wire/wire.h"
+
+typedef struct vmig_block {
+    char name[VMIG_BLOCK_NAME_MAX + 1];
+    uint8_t *host;
+    uint64_t length;
+    uint32_t page_size;
+    uint32_t page_shift;
+    unsigned flags; /* VMIG_RAM_* */
+    uint64_t npages;
+    /* Verify: per-page content hash, written by the channel thread that
+     * sent (source) or received (destination) the page. */
+    uint64_t *page_hash;
+    /* Destination: pages written at least once (atomic bit operations). */
+    uint64_t *received;
+    uint64_t zero_hash;   /* vmig_zero_page_hash(page_size) */
+    uint32_t hello_index; /* destination: position in the source's HELLO */
+} vmig_block;
+
+/* One unit of work handed to a source channel thread. */
+enum { VMIG_JOB_RAM = 1, VMIG_JOB_SYNC = 2, VMIG_JOB_FIN = 3 };
+
+typedef struct vmig_job {
+    uint8_t type;
+    bool classified;   /* zero pages already partitioned out (zero-detect=main) */
+    uint32_t block;    /* index into s->blocks */
+    uint32_t pass;
+    uint32_t npages;   /* offsets in use */
+    uint32_t nnormal;  /* when classified */
+    uint64_t seq;
+    uint64_t *offsets; /* packet_pages entries, owned by the queue slot */
+} vmig_job;
+
+#define VMIG_QUEUE_DEPTH 4
+
+typedef struct vmig_channel {
+    struct vmig_session *s;
+    uint32_t id;
+    pthread_t thread;
+    bool thread_started;
+    vmig_conn *conn;
+    /* Source: a ring of jobs, filled by the producer, drained by the thread. */
+    vmig_job jobs[VMIG_QUEUE_DEPTH];
+    uint32_t head, count; /* under s->lock */
+    pthread_cond_t work;  /* signalled when a job is queued */
+    /* Per-thread scratch: packet header + offset array, iovecs. */
+    uint8_t *hdr;
+    struct iovec *iov;
+    uint64_t *offsets; /* destination: decoded offsets; source: zero-page scratch */
+    /* Statistics (atomics, readable from any thread). */
+    uint64_t st_bytes, st_packets, st_busy_ns, st_cpu_ns;
+    /* Destination: sequence and pass checks. */
+    uint64_t last_seq;
+    uint32_t synced_pass;
+    bool fin;
+} vmig_channel;
+
+struct vmig_session {
+    enum vmig_role role;
+    vmig_params p;
+
+    vmig_block *blocks;
+    uint32_t nblocks, blocks_cap;
+
+    const vmig_zero_impl *zero;
+    uint8_t uuid[16];
+
+    pthread_mutex_t lock;
+    pthread_cond_t space; /* source: a queue slot freed */
+    vmig_error err;       /* first error of the run (under lock) */
+    int abort;            /* set once on error or cancel (atomic) */
+    int canceled;         /* vmig_cancel() was called (atomic) */
+    uint32_t state;       /* enum vmig_state (atomic) */
+
+    vmig_conn *control;
+    vmig_listener *listener; /* destination */
+    vmig_block_cb block_cb;
+    void *block_cb_opaque;
+
+    vmig_channel ch[VMIG_MAX_CHANNELS];
+    uint32_t nch;
+
+    /* Destination: the per-pass barrier of the channel threads. */
+    pthread_cond_t barrier_cv;
+    uint32_t barrier_count;
+    uint64_t barrier_gen;
+
+    /* Pacing (max-bandwidth): the virtual time at which the next byte may go. */
+    pthread_mutex_t rate_lock;
+    uint64_t rate_next_ns;
+
+    /* Statistics (atomics). */
+    uint64_t start_ns, end_ns, total_bytes;
+    uint64_t st_wire_bytes, st_ram_bytes, st_normal, st_zero, st_packets, st_verify_ns;
+    uint64_t st_caller_cpu_ns; /* frozen at the end of a run */
+    uint64_t caller_cpu_start;
+    clockid_t caller_clock; /* CPU clock of the thread running the migration */
+};
+
+/* Record the first error, set abort and wake every blocked thread. */
+void vmig_session_fail(vmig_session *s, const vmig_error *e);
+/* Convenience: format and fail; returns the code. */
+int vmig_session_failf(vmig_session *s, int code, const char *fmt, ...) VMIG_PRINTF(3, 4);
+static inline bool vmig_session_aborted(vmig_session *s)
+{
+    return __atomic_load_n(&s->abort, __ATOMIC_ACQUIRE) != 0;
+}
+/* Shut down the data connections (and the control one too when `control`)
+ * so that blocked I/O returns. A failing channel leaves the control channel
+ * open, so that each side can still tell the other why. */
+void vmig_session_shutdown_conns(vmig_session *s, bool control);
+/* Release connections and per-run resources (keeps blocks). */
+void vmig_session_reset_run(vmig_session *s);
+/* Allocate per-block verify/receive arrays for a run. */
+int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err);
+/* Final result of a run into *err; updates the state. */
+int vmig_session_finish(vmig_session *s, int rc, vmig_error *err);
+
+/* Pace `bytes` against max-bandwidth: sleeps until they may be sent. */
+void vmig_rate_wait(vmig_session *s, uint64_t bytes);
+
+/* Channel statistics. */
+static inline void vmig_stat_add(uint64_t *ctr, uint64_t v)
+{
+    __atomic_fetch_add(ctr, v, __ATOMIC_RELAXED);
+}
+
+/* Find a block by name, or NULL. `hint` caches the last index found. */
+vmig_block *vmig_block_find(vmig_session *s, const char *name, uint32_t *hint);
+
+/* Message to send as an ERROR frame on the control channel, best effort. */
+void vmig_control_send_error(vmig_session *s, int code, const char *msg);
+
+/* Digest of a block's memory, read on up to `nthreads` threads (verify=full). */
+struct vmig_digest vmig_block_digest_memory(const vmig_block *b, uint32_t nthreads);
+/* Digest of a block from its page hashes (verify=on). Destination pages of a
+ * block without VMIG_RAM_ZEROED that never arrived are read from memory. */
+struct vmig_digest vmig_block_digest_hashes(const vmig_block *b, bool dest);
+
+/* Control frames (control.c). read: *payload is malloc'd (free it), NULL
+ * when empty. An ERROR frame from the peer is returned as VMIG_EPEER with
+ * the peer's message; `expect` is the type the caller waits for. */
+int vmig_ctl_write(vmig_conn *c, unsigned type, const uint8_t *payload, uint32_t len,
+                   vmig_error *err);
+int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len,
+                  vmig_error *err);
+/* vmig_ctl_read() that gives up with the session's error when it aborts. */
+int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,
+                          vmig_error *err);
+/* After a failure: if the peer sent an ERROR frame within `timeout_ms`,
+ * make its reason the session's error (it explains our broken channels). */
+void vmig_session_take_peer_error(vmig_session *s, int timeout_ms);
+
+/* The runs record their errors in the session (s->err). */
+int vmig_source_run(vmig_session *s, const char *uri);
+int vmig_dest_run(vmig_session *s);
+
+#endif /* VMIG_SESSION_H */

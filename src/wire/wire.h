@@ -1,0 +1,173 @@
+/*
+ * Encoding and decoding of every vmig message (docs/wire-format.md).
+ *
+ * Pure code: buffers in, buffers out. No I/O, no threads, no allocation.
+ * Decoders treat their input as hostile: every field is checked and a
+ * failure returns VMIG_EPROTO with a sentence naming the field and value.
+ */
+#ifndef VMIG_WIRE_H
+#define VMIG_WIRE_H
+
+#include "../base/base.h"
+
+#define VMIG_WIRE_VERSION 1
+#define VMIG_HS_MAGIC 0x564D4947u  /* "VMIG" */
+#define VMIG_PKT_MAGIC 0x564D5047u /* "VMPG" */
+
+#define VMIG_WIRE_MAX_CHANNELS 64
+#define VMIG_WIRE_MAX_BLOCKS 1024
+#define VMIG_WIRE_MAX_NAME 255
+#define VMIG_WIRE_MIN_PAGE_SIZE 4096u
+#define VMIG_WIRE_MAX_PAGE_SIZE (2u << 20)
+#define VMIG_WIRE_MAX_PACKET_PAGES 1024u
+#define VMIG_WIRE_MAX_PAYLOAD (64u << 20)
+#define VMIG_WIRE_MAX_BLOCK_LEN (1ull << 48)
+#define VMIG_WIRE_MAX_CTL_PAYLOAD (1u << 20)
+#define VMIG_WIRE_MAX_MSG 1024
+
+/* ---------------- handshake ---------------- */
+
+#define VMIG_HS_LEN 40
+
+enum vmig_ch_kind { VMIG_CH_CONTROL = 0, VMIG_CH_DATA = 1 };
+
+typedef struct vmig_wire_hs {
+    uint8_t kind; /* enum vmig_ch_kind */
+    uint8_t uuid[16];
+    uint16_t channel_id;
+    uint16_t channel_count;
+} vmig_wire_hs;
+
+void vmig_wire_hs_encode(const vmig_wire_hs *h, uint8_t out[VMIG_HS_LEN]);
+/*
+ * Syntax and self-consistency: magic, version, kind, flags, reserved, crc,
+ * count in 1..64, id < count, control id == 0.
+ */
+int vmig_wire_hs_decode(const uint8_t in[VMIG_HS_LEN], vmig_wire_hs *h, vmig_error *err);
+
+/* ---------------- control frames ---------------- */
+
+#define VMIG_CTL_HDR_LEN 8
+#define VMIG_CTL_TRAILER_LEN 4
+
+enum vmig_ctl_type {
+    VMIG_CTL_HELLO = 1,
+    VMIG_CTL_READY = 2,
+    VMIG_CTL_END = 3,
+    VMIG_CTL_RESULT = 4,
+    VMIG_CTL_ERROR = 5,
+};
+
+/* Name of a control type for messages ("HELLO"); "unknown" otherwise. */
+const char *vmig_wire_ctl_name(unsigned type);
+
+/*
+ * Frame a payload that the caller already wrote at out + VMIG_CTL_HDR_LEN:
+ * fills the 8-byte header and appends the crc. Returns the frame length
+ * (payload_len + 12). `out` must have room for payload_len + 12 bytes.
+ */
+size_t vmig_wire_ctl_frame(uint8_t *out, unsigned type, uint32_t payload_len);
+
+/* Decode a control header: type known, flags 0, length <= MAX_CTL_PAYLOAD. */
+int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
+                             uint32_t *payload_len, vmig_error *err);
+/* Check the crc trailer of a whole frame (header + payload + crc). */
+int vmig_wire_ctl_check_crc(const uint8_t *frame, uint32_t payload_len, vmig_error *err);
+
+typedef struct vmig_wire_block {
+    char name[VMIG_WIRE_MAX_NAME + 1]; /* NUL-terminated */
+    uint64_t length;
+    uint32_t page_size;
+} vmig_wire_block;
+
+typedef struct vmig_wire_hello {
+    uint32_t packet_pages;
+    uint16_t channels;
+    uint8_t zero_detect;
+    uint8_t verify;
+    uint32_t nblocks;
+    vmig_wire_block *blocks; /* caller-provided array */
+} vmig_wire_hello;
+
+/*
+ * HELLO payload. encode: returns payload bytes written, or a negative code
+ * when `cap` is too small. decode: `h->blocks` must point at room for
+ * `max_blocks` entries; every rule of the spec is checked, including unique
+ * names and the exact payload length.
+ */
+int vmig_wire_hello_encode(const vmig_wire_hello *h, uint8_t *out, size_t cap);
+int vmig_wire_hello_decode(const uint8_t *in, size_t len, vmig_wire_hello *h, uint32_t max_blocks,
+                           vmig_error *err);
+
+typedef struct vmig_wire_end {
+    uint32_t nblocks;
+    uint8_t (*digests)[16]; /* caller-provided, nblocks entries */
+    uint64_t packets;
+    uint64_t normal_pages;
+    uint64_t zero_pages;
+} vmig_wire_end;
+
+int vmig_wire_end_encode(const vmig_wire_end *e, uint8_t *out, size_t cap);
+/* `e->digests` must have room for `expect_blocks` entries; nblocks must equal it. */
+int vmig_wire_end_decode(const uint8_t *in, size_t len, vmig_wire_end *e, uint32_t expect_blocks,
+                         vmig_error *err);
+
+/* RESULT and ERROR share one payload layout. */
+typedef struct vmig_wire_status {
+    int32_t status;
+    char msg[VMIG_WIRE_MAX_MSG + 1]; /* NUL-terminated */
+} vmig_wire_status;
+
+int vmig_wire_status_encode(int32_t status, const char *msg, uint8_t *out, size_t cap);
+/* is_error: ERROR frames require status < 0; RESULT allows 0 or < 0. */
+int vmig_wire_status_decode(const uint8_t *in, size_t len, bool is_error, vmig_wire_status *st,
+                            vmig_error *err);
+
+/* ---------------- data packets ---------------- */
+
+#define VMIG_PKT_HDR_LEN 304
+#define VMIG_PKT_NAME_LEN 256
+
+enum vmig_pkt_type { VMIG_PKT_RAM = 1, VMIG_PKT_SYNC = 2, VMIG_PKT_FIN = 3 };
+
+typedef struct vmig_pkt_hdr {
+    uint8_t type;
+    uint16_t flags;
+    uint64_t seq;
+    uint32_t pass;
+    uint32_t page_size;
+    uint32_t normal;
+    uint32_t zero;
+    uint32_t payload_len;
+    uint32_t hdr_crc;                /* as received (decode) */
+    char block[VMIG_PKT_NAME_LEN];   /* NUL-terminated */
+} vmig_pkt_hdr;
+
+/*
+ * Encode header plus offset array into `out`, which must hold
+ * VMIG_PKT_HDR_LEN + 8 * (normal + zero) bytes; computes payload_len for
+ * RAM packets from normal * page_size and the crc. `block` is copied
+ * (strnlen <= 255 required by the caller). Returns the bytes written.
+ */
+size_t vmig_wire_pkt_encode(const vmig_pkt_hdr *h, const uint64_t *offsets, uint8_t *out);
+
+/*
+ * Decode and check the fixed header: magic, version, type, flags,
+ * reserved, name NUL-terminated (RAM) or all zero (SYNC/FIN), counts
+ * (RAM: 1 <= normal + zero <= max_pages; SYNC/FIN: 0), page_size (RAM: power
+ * of two in range; SYNC/FIN: 0), payload_len. Does not check the crc
+ * (it covers the offsets, which come next).
+ */
+int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h,
+                             uint32_t max_pages, vmig_error *err);
+
+/*
+ * Check the crc over the raw header and raw offsets, then decode the
+ * offsets into `offsets` (normal + zero entries), checking each against
+ * the block: aligned to h->page_size and offset <= block_len - page_size.
+ */
+int vmig_wire_pkt_decode_offsets(const vmig_pkt_hdr *h, const uint8_t hdr_raw[VMIG_PKT_HDR_LEN],
+                                 const uint8_t *offs_raw, uint64_t block_len, uint64_t *offsets,
+                                 vmig_error *err);
+
+#endif /* VMIG_WIRE_H */

@@ -1,0 +1,385 @@
+/*
+ * The destination refuses every malformed or inconsistent message with the
+ * right error code, writes nothing outside its block, and stays usable: after
+ * each refusal the same session completes a real migration.
+ *
+ * A fake source built from the wire encoders sends each bad message.
+ */
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "src/transport/transport.h"
+#include "src/wire/wire.h"
+
+#include "../testutil.h"
+
+#define PAGES 64
+#define PG 4096
+
+typedef struct dest {
+    vmig_session *s;
+    uint8_t *area; /* guard page, PAGES pages of block, guard page */
+    uint8_t *mem;
+    char uri[256];
+    pthread_t t;
+    int rc;
+    vmig_error err;
+} dest;
+
+static void *dest_main(void *p)
+{
+    dest *d = p;
+    memset(&d->err, 0, sizeof(d->err));
+    d->rc = vmig_incoming_run(d->s, &d->err);
+    return NULL;
+}
+
+static void dest_start(dest *d)
+{
+    pthread_create(&d->t, NULL, dest_main, d);
+}
+
+static int dest_wait(dest *d)
+{
+    pthread_join(d->t, NULL);
+    return d->rc;
+}
+
+static const uint8_t uuid_a[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+/* ---- the fake source ---- */
+
+static vmig_conn *fs_connect(dest *d, uint8_t kind, uint16_t id, uint16_t count,
+                             const uint8_t *uuid)
+{
+    vmig_conn *c;
+    vmig_error e = {0};
+    REQUIRE(!vmig_connect(d->uri, 2000, &c, &e), "connect: %s", e.msg);
+    vmig_wire_hs hs = {.kind = kind, .channel_id = id, .channel_count = count};
+    memcpy(hs.uuid, uuid, 16);
+    uint8_t raw[VMIG_HS_LEN];
+    vmig_wire_hs_encode(&hs, raw);
+    vmig_conn_write_all(c, raw, sizeof(raw), "hs", NULL);
+    return c;
+}
+
+static void fs_ctl(vmig_conn *c, unsigned type, const uint8_t *payload, int len)
+{
+    uint8_t buf[4096];
+    REQUIRE(len >= 0 && (size_t)len + 12 <= sizeof(buf), "frame too big");
+    memcpy(buf + VMIG_CTL_HDR_LEN, payload, (size_t)len);
+    size_t n = vmig_wire_ctl_frame(buf, type, (uint32_t)len);
+    vmig_conn_write_all(c, buf, n, "frame", NULL);
+}
+
+static void fs_hello(vmig_conn *c, const char *name, uint64_t len, uint16_t channels)
+{
+    vmig_wire_block b = {.length = len, .page_size = PG};
+    snprintf(b.name, sizeof(b.name), "%s", name);
+    vmig_wire_hello h = {.packet_pages = 128, .channels = channels, .zero_detect = 2,
+                         .verify = 1, .nblocks = 1, .blocks = &b};
+    uint8_t buf[1024];
+    int n = vmig_wire_hello_encode(&h, buf, sizeof(buf));
+    fs_ctl(c, VMIG_CTL_HELLO, buf, n);
+}
+
+/* Read one frame; returns its type (0 on EOF/error). */
+static unsigned fs_read_frame(vmig_conn *c)
+{
+    uint8_t hdr[VMIG_CTL_HDR_LEN];
+    if (vmig_conn_read_all(c, hdr, sizeof(hdr), "hdr", NULL))
+        return 0;
+    unsigned type;
+    uint32_t len;
+    if (vmig_wire_ctl_decode_hdr(hdr, &type, &len, NULL))
+        return 0;
+    uint8_t *rest = malloc(len + 4);
+    int rc = vmig_conn_read_all(c, rest, len + 4, "payload", NULL);
+    free(rest);
+    return rc ? 0 : type;
+}
+
+/* Control + HELLO + READY + `n` data channels; returns the control conn. */
+static vmig_conn *fs_setup(dest *d, vmig_conn **data, uint16_t n)
+{
+    vmig_conn *ctl = fs_connect(d, VMIG_CH_CONTROL, 0, n, uuid_a);
+    fs_hello(ctl, "ram", PAGES * PG, n);
+    unsigned t = fs_read_frame(ctl);
+    REQUIRE(t == VMIG_CTL_READY, "expected READY, got %u (%s)", t, d->err.msg);
+    for (uint16_t i = 0; i < n; i++)
+        data[i] = fs_connect(d, VMIG_CH_DATA, i, n, uuid_a);
+    return ctl;
+}
+
+static void fs_packet(vmig_conn *c, uint8_t type, uint64_t seq, uint32_t pass, const char *block,
+                      const uint64_t *offs, uint32_t normal, uint32_t zero, int corrupt)
+{
+    vmig_pkt_hdr h = {.type = type, .seq = seq, .pass = pass};
+    if (type == VMIG_PKT_RAM) {
+        h.page_size = PG;
+        h.normal = normal;
+        h.zero = zero;
+        snprintf(h.block, sizeof(h.block), "%s", block);
+    }
+    uint8_t buf[VMIG_PKT_HDR_LEN + 8 * 16];
+    size_t n = vmig_wire_pkt_encode(&h, offs, buf);
+    if (corrupt)
+        buf[n - 1] ^= 0x40;
+    vmig_conn_write_all(c, buf, n, "pkt", NULL);
+    static uint8_t page[PG];
+    memset(page, 0x5A, sizeof(page));
+    for (uint32_t i = 0; i < normal; i++)
+        vmig_conn_write_all(c, page, PG, "page", NULL);
+}
+
+static void fs_close(vmig_conn *ctl, vmig_conn **data, int n)
+{
+    for (int i = 0; i < n; i++)
+        vmig_conn_close(data[i]);
+    vmig_conn_close(ctl);
+}
+
+/* ---- checks ---- */
+
+static void check_guards(dest *d, const char *what)
+{
+    for (size_t i = 0; i < PG; i++) {
+        if (d->area[i] != 0xEE || d->area[PG + PAGES * PG + i] != 0xEE) {
+            CHECK(0, "%s: memory outside the block was written", what);
+            return;
+        }
+    }
+}
+
+/* A real migration on the same destination session must still work. */
+static void *real_src(void *p)
+{
+    dest *d = p;
+    vmig_session *s;
+    vmig_error e = {0};
+    static uint8_t *mem;
+    if (!mem) {
+        mem = mmap(NULL, PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (size_t i = 0; i < PAGES * PG; i += 3)
+            mem[i] = (uint8_t)(i / 7);
+    }
+    vmig_params prm;
+    vmig_params_init(&prm);
+    prm.channels = 2;
+    vmig_session_create(&s, VMIG_ROLE_SOURCE, &prm, &e);
+    vmig_ram_add(s, "ram", mem, PAGES * PG, PG, 0, &e);
+    int rc = vmig_migrate(s, d->uri, &e);
+    CHECK(rc == 0, "real migration after a refusal failed: %s", e.msg);
+    CHECK(!memcmp(mem, d->mem, PAGES * PG), "real migration: memory differs");
+    vmig_session_free(s);
+    return NULL;
+}
+
+static void expect(dest *d, int code, const char *needle, const char *what)
+{
+    int rc = dest_wait(d);
+    CHECK(rc == code, "%s: got %d (%s), expected %d (%s): %s", what, rc, vmig_strerror(rc), code,
+          vmig_strerror(code), d->err.msg);
+    CHECK(!needle || strcasestr(d->err.msg, needle), "%s: message '%s' does not mention '%s'", what,
+          d->err.msg, needle);
+    check_guards(d, what);
+    fprintf(stderr, "  ok: %-34s -> %s\n", what, d->err.msg);
+    /* Still alive and with no half state: a real migration succeeds. */
+    pthread_t t;
+    dest_start(d);
+    pthread_create(&t, NULL, real_src, d);
+    pthread_join(t, NULL);
+    CHECK(dest_wait(d) == 0, "%s: the next migration failed: %s", what, d->err.msg);
+    memset(d->mem, 0, PAGES * PG);
+}
+
+int main(void)
+{
+    dest d = {0};
+    vmig_error e = {0};
+    vmig_params p;
+    vmig_params_init(&p);
+    p.connect_timeout_ms = 500;
+    REQUIRE(!vmig_session_create(&d.s, VMIG_ROLE_DEST, &p, &e), "%s", e.msg);
+    d.area = mmap(NULL, (PAGES + 2) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                  -1, 0);
+    memset(d.area, 0xEE, (PAGES + 2) * PG);
+    d.mem = d.area + PG;
+    memset(d.mem, 0, PAGES * PG);
+    REQUIRE(!vmig_ram_add(d.s, "ram", d.mem, PAGES * PG, PG, 0, &e), "%s", e.msg);
+    REQUIRE(!vmig_incoming_listen(d.s, "tcp:127.0.0.1:0", &e), "%s", e.msg);
+    vmig_incoming_uri(d.s, d.uri, sizeof(d.uri));
+
+    vmig_conn *ctl, *data[4];
+    uint64_t offs[4];
+
+    /* Handshakes. */
+    dest_start(&d);
+    {
+        vmig_conn *c;
+        vmig_connect(d.uri, 2000, &c, &e);
+        uint8_t raw[VMIG_HS_LEN] = "NOPE";
+        vmig_conn_write_all(c, raw, sizeof(raw), "hs", NULL);
+        expect(&d, VMIG_EPROTO, "magic", "handshake: wrong magic");
+        vmig_conn_close(c);
+    }
+    dest_start(&d);
+    {
+        vmig_conn *c = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        fs_hello(c, "other", PAGES * PG, 2);
+        expect(&d, VMIG_ENOENT, "other", "HELLO: unknown block");
+        vmig_conn_close(c);
+    }
+    dest_start(&d);
+    {
+        vmig_conn *c = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        fs_hello(c, "ram", PAGES * PG * 2, 2);
+        expect(&d, VMIG_EINVAL, "ram", "HELLO: block size differs");
+        vmig_conn_close(c);
+    }
+    dest_start(&d);
+    {
+        vmig_conn *c = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        fs_hello(c, "ram", PAGES * PG, 3);
+        expect(&d, VMIG_EPROTO, "channels", "HELLO: channel count differs");
+        vmig_conn_close(c);
+    }
+    dest_start(&d);
+    {
+        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        fs_hello(ctl, "ram", PAGES * PG, 2);
+        fs_read_frame(ctl);
+        uint8_t other[16] = {9};
+        data[0] = fs_connect(&d, VMIG_CH_DATA, 0, 2, other);
+        expect(&d, VMIG_EPROTO, "another migration", "data channel: wrong session uuid");
+        fs_close(ctl, data, 1);
+    }
+    dest_start(&d);
+    {
+        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        fs_hello(ctl, "ram", PAGES * PG, 2);
+        fs_read_frame(ctl);
+        data[0] = fs_connect(&d, VMIG_CH_DATA, 1, 2, uuid_a);
+        data[1] = fs_connect(&d, VMIG_CH_DATA, 1, 2, uuid_a);
+        expect(&d, VMIG_EPROTO, "already connected", "data channel: duplicate id");
+        fs_close(ctl, data, 2);
+    }
+    dest_start(&d);
+    {
+        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        fs_hello(ctl, "ram", PAGES * PG, 2);
+        fs_read_frame(ctl);
+        data[0] = fs_connect(&d, VMIG_CH_DATA, 0, 3, uuid_a);
+        expect(&d, VMIG_EPROTO, "channels", "data channel: count differs");
+        fs_close(ctl, data, 1);
+    }
+    dest_start(&d);
+    {
+        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        fs_hello(ctl, "ram", PAGES * PG, 2);
+        fs_read_frame(ctl);
+        vmig_conn *c;
+        vmig_connect(d.uri, 2000, &c, &e); /* connects and says nothing */
+        expect(&d, VMIG_ETIMEDOUT, NULL, "data channel: silent peer");
+        vmig_conn_close(c);
+        vmig_conn_close(ctl);
+    }
+
+    /* Packets. */
+    struct {
+        const char *what, *needle;
+        int code;
+        uint8_t type;
+        uint64_t seq;
+        uint32_t pass;
+        const char *block;
+        uint64_t off;
+        int corrupt;
+    } bad[] = {
+        {"RAM: offset beyond the block", "offset", VMIG_EPROTO, VMIG_PKT_RAM, 1, 1, "ram",
+         PAGES * PG, 0},
+        {"RAM: offset at the block end - 1", "offset", VMIG_EPROTO, VMIG_PKT_RAM, 1, 1, "ram",
+         PAGES * PG - 1, 0},
+        {"RAM: huge offset (wraps)", "offset", VMIG_EPROTO, VMIG_PKT_RAM, 1, 1, "ram",
+         UINT64_MAX - PG + 1, 0},
+        {"RAM: unaligned offset", "offset", VMIG_EPROTO, VMIG_PKT_RAM, 1, 1, "ram", 100, 0},
+        {"RAM: unknown block", "nope", VMIG_EPROTO, VMIG_PKT_RAM, 1, 1, "nope", 0, 0},
+        {"RAM: bad crc", "crc", VMIG_EPROTO, VMIG_PKT_RAM, 1, 1, "ram", 0, 1},
+        {"RAM: pass 2 before SYNC 1", "pass", VMIG_EPROTO, VMIG_PKT_RAM, 1, 2, "ram", 0, 0},
+        {"RAM: sequence 0", "sequence", VMIG_EPROTO, VMIG_PKT_RAM, 0, 1, "ram", 0, 0},
+        {"FIN without SYNC", "FIN", VMIG_EPROTO, VMIG_PKT_FIN, 1, 0, "", 0, 0},
+        {"SYNC of pass 3", "SYNC", VMIG_EPROTO, VMIG_PKT_SYNC, 1, 3, "", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        dest_start(&d);
+        ctl = fs_setup(&d, data, 2);
+        offs[0] = bad[i].off;
+        fs_packet(data[0], bad[i].type, bad[i].seq, bad[i].pass, bad[i].block, offs,
+                  bad[i].type == VMIG_PKT_RAM, 0, bad[i].corrupt);
+        expect(&d, bad[i].code, bad[i].needle, bad[i].what);
+        fs_close(ctl, data, 2);
+    }
+
+    /* Sequence going backwards on one channel. */
+    dest_start(&d);
+    ctl = fs_setup(&d, data, 1);
+    offs[0] = 0;
+    fs_packet(data[0], VMIG_PKT_RAM, 5, 1, "ram", offs, 1, 0, 0);
+    fs_packet(data[0], VMIG_PKT_RAM, 5, 1, "ram", offs, 1, 0, 0);
+    expect(&d, VMIG_EPROTO, "sequence", "RAM: sequence repeats");
+    fs_close(ctl, data, 1);
+
+    /* Stream cut in the middle of a packet's payload. */
+    dest_start(&d);
+    ctl = fs_setup(&d, data, 1);
+    {
+        vmig_pkt_hdr h = {.type = VMIG_PKT_RAM, .seq = 1, .pass = 1, .page_size = PG,
+                          .normal = 2};
+        strcpy(h.block, "ram");
+        uint64_t o2[2] = {0, PG};
+        uint8_t buf[VMIG_PKT_HDR_LEN + 16];
+        size_t n = vmig_wire_pkt_encode(&h, o2, buf);
+        vmig_conn_write_all(data[0], buf, n, "pkt", NULL);
+        uint8_t half[PG] = {1};
+        vmig_conn_write_all(data[0], half, sizeof(half), "half", NULL);
+        vmig_conn_close(data[0]);
+    }
+    expect(&d, VMIG_ECONN, "closed", "stream cut mid-payload");
+    vmig_conn_close(ctl);
+
+    /* END whose digest or counts do not match what arrived. */
+    for (int variant = 0; variant < 2; variant++) {
+        dest_start(&d);
+        ctl = fs_setup(&d, data, 1);
+        offs[0] = 0;
+        fs_packet(data[0], VMIG_PKT_RAM, 1, 1, "ram", offs, 1, 0, 0);
+        fs_packet(data[0], VMIG_PKT_SYNC, 2, 1, "", NULL, 0, 0, 0);
+        fs_packet(data[0], VMIG_PKT_FIN, 3, 1, "", NULL, 0, 0, 0);
+        uint8_t dg[1][16] = {{0}};
+        vmig_wire_end end = {.nblocks = 1, .digests = dg, .packets = 1,
+                             .normal_pages = variant ? 7 : 1};
+        uint8_t buf[256];
+        int n = vmig_wire_end_encode(&end, buf, sizeof(buf));
+        fs_ctl(ctl, VMIG_CTL_END, buf, n);
+        unsigned t = fs_read_frame(ctl);
+        CHECK(t == VMIG_CTL_ERROR, "END mismatch: the source should get ERROR, got %u", t);
+        expect(&d, VMIG_EVERIFY, variant ? "normal" : "digest",
+               variant ? "END: page counts differ" : "END: digest differs");
+        fs_close(ctl, data, 1);
+    }
+
+    /* The source gives up and says why. */
+    dest_start(&d);
+    ctl = fs_setup(&d, data, 1);
+    {
+        uint8_t buf[256];
+        int n = vmig_wire_status_encode(VMIG_ECANCELED, "operator canceled", buf, sizeof(buf));
+        fs_ctl(ctl, VMIG_CTL_ERROR, buf, n);
+    }
+    expect(&d, VMIG_EPEER, "operator canceled", "source sends ERROR");
+    fs_close(ctl, data, 1);
+
+    vmig_session_free(d.s);
+    return tu_result("test_e2e_reject");
+}

@@ -1,0 +1,117 @@
+/*
+ * libFuzzer target: control frames (header, crc, and the payload decoder of
+ * each type).
+ *
+ * Input: one frame, header + payload + crc. The payload decoder runs whether
+ * or not the crc matches, so that mutations reach it. Payloads that decode
+ * must re-encode to the same bytes, and a frame whose crc matched must
+ * re-frame to the same bytes (the control format is canonical).
+ */
+#include <stdlib.h>
+
+#include "src/wire/wire.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static vmig_wire_block blocks[VMIG_WIRE_MAX_BLOCKS];
+static uint8_t digests[VMIG_WIRE_MAX_BLOCKS][16];
+static uint8_t re[VMIG_CTL_HDR_LEN + VMIG_WIRE_MAX_CTL_PAYLOAD + VMIG_CTL_TRAILER_LEN];
+
+static void check_err(int rc, const vmig_error *err)
+{
+    if (rc != 0 && (rc != VMIG_EPROTO || err->code != rc || !err->msg[0]))
+        __builtin_trap();
+}
+
+static void same(int n, const uint8_t *p, uint32_t len)
+{
+    if (n < 0 || (uint32_t)n != len || memcmp(re + VMIG_CTL_HDR_LEN, p, len))
+        __builtin_trap();
+}
+
+/* Decode the payload of a frame of `type`; 0 when it is valid. */
+static int payload(unsigned type, const uint8_t *p, uint32_t len)
+{
+    vmig_error err = {0};
+    uint8_t *out = re + VMIG_CTL_HDR_LEN;
+    size_t cap = VMIG_WIRE_MAX_CTL_PAYLOAD;
+    int rc;
+    switch (type) {
+    case VMIG_CTL_HELLO: {
+        vmig_wire_hello h = {.blocks = blocks};
+        rc = vmig_wire_hello_decode(p, len, &h, VMIG_WIRE_MAX_BLOCKS, &err);
+        check_err(rc, &err);
+        if (!rc)
+            same(vmig_wire_hello_encode(&h, out, cap), p, len);
+        return rc;
+    }
+    case VMIG_CTL_READY: /* empty: vmig_wire_ctl_decode_hdr() checked it */
+        if (len != 0)
+            __builtin_trap();
+        return 0;
+    case VMIG_CTL_END: {
+        /* Expect the block count the payload claims (when it is valid), so
+         * that the rest of the payload is reached. */
+        uint32_t expect = len >= 4 ? vmig_get_be32(p) : 1;
+        if (expect < 1 || expect > VMIG_WIRE_MAX_BLOCKS)
+            expect = 1;
+        vmig_wire_end e = {.digests = digests};
+        rc = vmig_wire_end_decode(p, len, &e, expect, &err);
+        check_err(rc, &err);
+        if (!rc)
+            same(vmig_wire_end_encode(&e, out, cap), p, len);
+        return rc;
+    }
+    default: { /* RESULT, ERROR */
+        vmig_wire_status st;
+        bool is_error = type == VMIG_CTL_ERROR;
+        rc = vmig_wire_status_decode(p, len, is_error, &st, &err);
+        check_err(rc, &err);
+        if (!rc) {
+            if (is_error ? st.status >= 0 : st.status > 0)
+                __builtin_trap();
+            same(vmig_wire_status_encode(st.status, st.msg, out, cap), p, len);
+        }
+        return rc;
+    }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < VMIG_CTL_HDR_LEN)
+        return 0;
+    unsigned type;
+    uint32_t len;
+    vmig_error err = {0};
+    int rc = vmig_wire_ctl_decode_hdr(data, &type, &len, &err);
+    check_err(rc, &err);
+    if (rc)
+        return 0;
+    if (type < VMIG_CTL_HELLO || type > VMIG_CTL_ERROR || len > VMIG_WIRE_MAX_CTL_PAYLOAD)
+        __builtin_trap();
+    if (size - VMIG_CTL_HDR_LEN < (size_t)len + VMIG_CTL_TRAILER_LEN)
+        return 0; /* the frame has not arrived */
+    /* An exact-size copy of the frame: reads beyond it are ASan reports. */
+    size_t flen = VMIG_CTL_HDR_LEN + (size_t)len + VMIG_CTL_TRAILER_LEN;
+    uint8_t *frame = malloc(flen);
+    if (!frame)
+        abort();
+    memcpy(frame, data, flen);
+    vmig_error cerr = {0};
+    int crc_rc = vmig_wire_ctl_check_crc(frame, len, &cerr);
+    check_err(crc_rc, &cerr);
+    uint8_t *p = malloc(len ? len : 1);
+    if (!p)
+        abort();
+    memcpy(p, frame + VMIG_CTL_HDR_LEN, len);
+    int prc = payload(type, p, len);
+    if (!prc && !crc_rc) {
+        size_t n = vmig_wire_ctl_frame(re, type, len);
+        if (n != flen || memcmp(re, frame, flen))
+            __builtin_trap();
+    }
+    free(p);
+    free(frame);
+    return 0;
+}

@@ -1,0 +1,287 @@
+/*
+ * Golden byte files: one canonical message of each kind, encoded with fixed
+ * field values and compared byte for byte with tests/golden/<name>.bin, then
+ * decoded from the file and checked field by field. A difference means the
+ * wire format changed: that needs a new version, not new files.
+ *
+ * VMIG_GOLDEN_DIR names the directory (the build sets it).
+ * VMIG_GOLDEN_UPDATE=1 rewrites the files instead of comparing; check the
+ * new bytes by hand against docs/wire-format.md (xxd) before committing.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "src/wire/wire.h"
+
+#include "../testutil.h"
+
+static const char *dir;
+static int update;
+
+static const uint8_t UUID[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+
+/* Fixed values of the canonical messages. */
+#define HELLO_PP    32
+#define HELLO_CH    4
+#define END_PACKETS 1000ull
+#define END_NORMAL  200000ull
+#define END_ZERO    62144ull
+#define ERROR_MSG   "block 'pc.ram': digest mismatch"
+#define RAM_SEQ     42
+#define RAM_PASS    2
+static const uint64_t RAM_OFFS[3] = {0x0, 0x1000, 0x200000};
+
+/* Read a whole golden file into a heap buffer of exactly its size. */
+static uint8_t *slurp(const char *name, size_t *len)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    uint8_t tmp[65536];
+    size_t n = fread(tmp, 1, sizeof(tmp), f);
+    fclose(f);
+    uint8_t *p = malloc(n ? n : 1);
+    REQUIRE(p, "malloc");
+    memcpy(p, tmp, n);
+    *len = n;
+    return p;
+}
+
+/* Compare `want` with the file (or write it); returns the file's bytes. */
+static uint8_t *golden(const char *name, const uint8_t *want, size_t n, size_t *len)
+{
+    if (update) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        FILE *f = fopen(path, "wb");
+        bool ok = f && fwrite(want, 1, n, f) == n;
+        if (f && fclose(f))
+            ok = false;
+        REQUIRE(ok, "write %s", path);
+        fprintf(stderr, "wrote %s (%zu bytes)\n", path, n);
+    }
+    uint8_t *got = slurp(name, len);
+    if (!got) {
+        tu_failures++;
+        return NULL;
+    }
+    if (*len != n || memcmp(got, want, n)) {
+        size_t i = 0;
+        while (i < n && i < *len && got[i] == want[i])
+            i++;
+        CHECK(0, "%s: %zu bytes on file, %zu encoded, first difference at byte %zu", name, *len, n,
+              i);
+        free(got);
+        return NULL;
+    }
+    return got;
+}
+
+static void test_handshakes(void)
+{
+    for (int k = 0; k < 2; k++) {
+        const char *name = k ? "hs_data.bin" : "hs_control.bin";
+        vmig_wire_hs h = {.kind = (uint8_t)k, .channel_id = k ? 3 : 0, .channel_count = 4};
+        memcpy(h.uuid, UUID, 16);
+        uint8_t b[VMIG_HS_LEN];
+        vmig_wire_hs_encode(&h, b);
+        size_t n;
+        uint8_t *f = golden(name, b, sizeof(b), &n);
+        if (!f)
+            continue;
+        vmig_wire_hs d;
+        vmig_error e = {0};
+        CHECK(n == VMIG_HS_LEN && !vmig_wire_hs_decode(f, &d, &e), "%s: %s", name, e.msg);
+        CHECK(d.kind == k && d.channel_id == (k ? 3 : 0) && d.channel_count == 4 &&
+                  !memcmp(d.uuid, UUID, 16),
+              "%s fields", name);
+        free(f);
+    }
+}
+
+/* Check a control frame from a file; returns its payload (inside f). */
+static const uint8_t *ctl_check(const char *name, const uint8_t *f, size_t n, unsigned want_type,
+                                uint32_t *plen)
+{
+    unsigned type;
+    vmig_error e = {0};
+    REQUIRE(n >= 12, "%s: %zu bytes", name, n);
+    CHECK(!vmig_wire_ctl_decode_hdr(f, &type, plen, &e), "%s: %s", name, e.msg);
+    CHECK(type == want_type && *plen + 12 == n, "%s: type %u length %u", name, type, *plen);
+    CHECK(!vmig_wire_ctl_check_crc(f, *plen, &e), "%s: %s", name, e.msg);
+    return f + VMIG_CTL_HDR_LEN;
+}
+
+static void test_hello(void)
+{
+    vmig_wire_block bl[2] = {
+        {.name = "pc.ram", .length = 1ull << 30, .page_size = 4096},
+        {.name = "vga.vram", .length = 16 << 20, .page_size = 2 << 20},
+    };
+    vmig_wire_hello h = {.packet_pages = HELLO_PP,
+                         .channels = HELLO_CH,
+                         .zero_detect = 2,
+                         .verify = 1,
+                         .nblocks = 2,
+                         .blocks = bl};
+    uint8_t b[256];
+    int p = vmig_wire_hello_encode(&h, b + VMIG_CTL_HDR_LEN, sizeof(b) - 12);
+    REQUIRE(p > 0, "HELLO encode");
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_HELLO, (uint32_t)p);
+    size_t n;
+    uint8_t *f = golden("ctl_hello.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    const uint8_t *pl = ctl_check("ctl_hello.bin", f, n, VMIG_CTL_HELLO, &plen);
+    vmig_wire_block out[4];
+    vmig_wire_hello d = {.blocks = out};
+    vmig_error e = {0};
+    CHECK(!vmig_wire_hello_decode(pl, plen, &d, 4, &e), "HELLO: %s", e.msg);
+    CHECK(d.packet_pages == HELLO_PP && d.channels == HELLO_CH && d.zero_detect == 2 &&
+              d.verify == 1 && d.nblocks == 2,
+          "HELLO fields");
+    for (int i = 0; i < 2; i++)
+        CHECK(!strcmp(out[i].name, bl[i].name) && out[i].length == bl[i].length &&
+                  out[i].page_size == bl[i].page_size,
+              "HELLO block %d", i);
+    free(f);
+}
+
+static void test_ready(void)
+{
+    uint8_t b[12];
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_READY, 0);
+    size_t n;
+    uint8_t *f = golden("ctl_ready.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    ctl_check("ctl_ready.bin", f, n, VMIG_CTL_READY, &plen);
+    CHECK(plen == 0, "READY payload %u", plen);
+    free(f);
+}
+
+static void test_end(void)
+{
+    uint8_t dg[2][16];
+    for (int i = 0; i < 32; i++)
+        dg[i / 16][i % 16] = (uint8_t)i;
+    vmig_wire_end e = {.nblocks = 2,
+                       .digests = dg,
+                       .packets = END_PACKETS,
+                       .normal_pages = END_NORMAL,
+                       .zero_pages = END_ZERO};
+    uint8_t b[128];
+    int p = vmig_wire_end_encode(&e, b + VMIG_CTL_HDR_LEN, sizeof(b) - 12);
+    REQUIRE(p > 0, "END encode");
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_END, (uint32_t)p);
+    size_t n;
+    uint8_t *f = golden("ctl_end.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    const uint8_t *pl = ctl_check("ctl_end.bin", f, n, VMIG_CTL_END, &plen);
+    uint8_t out[2][16];
+    vmig_wire_end d = {.digests = out};
+    vmig_error er = {0};
+    CHECK(!vmig_wire_end_decode(pl, plen, &d, 2, &er), "END: %s", er.msg);
+    CHECK(d.nblocks == 2 && !memcmp(out, dg, 32) && d.packets == END_PACKETS &&
+              d.normal_pages == END_NORMAL && d.zero_pages == END_ZERO,
+          "END fields");
+    free(f);
+}
+
+static void test_status(bool is_error)
+{
+    const char *name = is_error ? "ctl_error.bin" : "ctl_result_ok.bin";
+    int32_t status = is_error ? VMIG_EVERIFY : 0;
+    const char *msg = is_error ? ERROR_MSG : "";
+    unsigned type = is_error ? VMIG_CTL_ERROR : VMIG_CTL_RESULT;
+    uint8_t b[128];
+    int p = vmig_wire_status_encode(status, msg, b + VMIG_CTL_HDR_LEN, sizeof(b) - 12);
+    REQUIRE(p > 0, "%s encode", name);
+    size_t len = vmig_wire_ctl_frame(b, type, (uint32_t)p);
+    size_t n;
+    uint8_t *f = golden(name, b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    const uint8_t *pl = ctl_check(name, f, n, type, &plen);
+    vmig_wire_status st;
+    vmig_error e = {0};
+    CHECK(!vmig_wire_status_decode(pl, plen, is_error, &st, &e), "%s: %s", name, e.msg);
+    CHECK(st.status == status && !strcmp(st.msg, msg), "%s fields", name);
+    free(f);
+}
+
+static void test_packets(void)
+{
+    uint8_t b[VMIG_PKT_HDR_LEN + 24];
+    vmig_pkt_hdr h = {.type = VMIG_PKT_RAM,
+                      .seq = RAM_SEQ,
+                      .pass = RAM_PASS,
+                      .page_size = 4096,
+                      .normal = 2,
+                      .zero = 1,
+                      .block = "pc.ram"};
+    size_t len = vmig_wire_pkt_encode(&h, RAM_OFFS, b);
+    size_t n;
+    uint8_t *f = golden("pkt_ram.bin", b, len, &n);
+    if (f) {
+        vmig_pkt_hdr d;
+        uint64_t offs[3];
+        vmig_error e = {0};
+        REQUIRE(n == VMIG_PKT_HDR_LEN + 24, "pkt_ram.bin: %zu bytes", n);
+        CHECK(!vmig_wire_pkt_decode_hdr(f, &d, HELLO_PP, &e), "pkt_ram.bin: %s", e.msg);
+        CHECK(!vmig_wire_pkt_decode_offsets(&d, f, f + VMIG_PKT_HDR_LEN, 1ull << 30, offs, &e),
+              "pkt_ram.bin: %s", e.msg);
+        CHECK(d.type == VMIG_PKT_RAM && d.flags == 0 && d.seq == RAM_SEQ && d.pass == RAM_PASS &&
+                  d.page_size == 4096 && d.normal == 2 && d.zero == 1 && d.payload_len == 8192 &&
+                  !strcmp(d.block, "pc.ram"),
+              "pkt_ram.bin fields");
+        CHECK(!memcmp(offs, RAM_OFFS, sizeof(offs)), "pkt_ram.bin offsets");
+        free(f);
+    }
+    for (int k = 0; k < 2; k++) {
+        const char *name = k ? "pkt_fin.bin" : "pkt_sync.bin";
+        uint8_t type = k ? VMIG_PKT_FIN : VMIG_PKT_SYNC;
+        uint64_t seq = RAM_SEQ + 1 + (uint64_t)k;
+        vmig_pkt_hdr m = {.type = type, .seq = seq, .pass = RAM_PASS};
+        len = vmig_wire_pkt_encode(&m, NULL, b);
+        f = golden(name, b, len, &n);
+        if (!f)
+            continue;
+        vmig_pkt_hdr d;
+        vmig_error e = {0};
+        REQUIRE(n == VMIG_PKT_HDR_LEN, "%s: %zu bytes", name, n);
+        CHECK(!vmig_wire_pkt_decode_hdr(f, &d, HELLO_PP, &e), "%s: %s", name, e.msg);
+        CHECK(!vmig_wire_pkt_decode_offsets(&d, f, NULL, 0, NULL, &e), "%s: %s", name, e.msg);
+        CHECK(d.type == type && d.seq == seq && d.pass == RAM_PASS && d.page_size == 0 &&
+                  d.normal == 0 && d.zero == 0 && d.payload_len == 0 && d.block[0] == 0,
+              "%s fields", name);
+        free(f);
+    }
+}
+
+int main(void)
+{
+    dir = getenv("VMIG_GOLDEN_DIR");
+    if (!dir || !*dir)
+        SKIP("VMIG_GOLDEN_DIR is not set (the build sets it to tests/golden)");
+    const char *u = getenv("VMIG_GOLDEN_UPDATE");
+    update = u && !strcmp(u, "1");
+    test_handshakes();
+    test_hello();
+    test_ready();
+    test_end();
+    test_status(false);
+    test_status(true);
+    test_packets();
+    return tu_result("test_golden");
+}

@@ -1,0 +1,76 @@
+/* Parameters: defaults, parsing, ranges (== limit accepted, limit + 1 refused). */
+#include <vmig/vmig.h>
+
+#include "../testutil.h"
+
+static int set(vmig_params *p, const char *n, const char *v)
+{
+    vmig_error e = {0};
+    int rc = vmig_params_set(p, n, v, &e);
+    CHECK(rc == 0 || (e.code == rc && e.msg[0]), "%s=%s: error without a message", n, v);
+    return rc;
+}
+
+int main(void)
+{
+    vmig_params p;
+    vmig_params_init(&p);
+    CHECK(p.channels == 4 && p.packet_pages == 128 && p.zero_detect == VMIG_ZERO_CHANNEL &&
+              p.verify == VMIG_VERIFY_ON && p.max_bandwidth == 0,
+          "defaults");
+    CHECK(set(&p, "channels", "64") == 0 && p.channels == 64, "channels 64");
+    CHECK(set(&p, "channels", "65") == VMIG_EINVAL && p.channels == 64, "channels 65");
+    CHECK(set(&p, "channels", "0") == VMIG_EINVAL, "channels 0");
+    CHECK(set(&p, "channels", "1") == 0 && p.channels == 1, "channels 1");
+    CHECK(set(&p, "channels", "4x") == VMIG_EINVAL, "channels 4x");
+    CHECK(set(&p, "channels", "-1") == VMIG_EINVAL, "channels -1");
+    CHECK(set(&p, "channels", "4K") == VMIG_EINVAL, "suffix refused on counts");
+    CHECK(set(&p, "packet-pages", "1024") == 0 && p.packet_pages == 1024, "pp 1024");
+    CHECK(set(&p, "packet-pages", "1025") == VMIG_EINVAL, "pp 1025");
+    CHECK(set(&p, "zero-page-detection", "main") == 0 && p.zero_detect == VMIG_ZERO_MAIN, "zd");
+    CHECK(set(&p, "zero-page-detection", "both") == VMIG_EINVAL, "zd bad");
+    CHECK(set(&p, "verify", "full") == 0 && p.verify == VMIG_VERIFY_FULL, "verify");
+    CHECK(set(&p, "prefault", "none") == 0 && p.prefault == VMIG_PREFAULT_NONE, "prefault");
+    CHECK(set(&p, "max-bandwidth", "100M") == 0 && p.max_bandwidth == 100ull << 20, "bw 100M");
+    CHECK(set(&p, "max-bandwidth", "1GiB") == 0 && p.max_bandwidth == 1ull << 30, "bw 1GiB");
+    CHECK(set(&p, "max-bandwidth", "12345") == 0 && p.max_bandwidth == 12345, "bw plain");
+    CHECK(set(&p, "max-bandwidth", "99999999999T") == VMIG_EINVAL, "bw overflow");
+    CHECK(set(&p, "max-bandwidth", "1Q") == VMIG_EINVAL, "bw bad suffix");
+    CHECK(set(&p, "nope", "1") == VMIG_EINVAL, "unknown parameter");
+    int n = 0;
+    for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
+        CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
+    CHECK(n == 7, "table has %d entries", n);
+
+    /* Sessions refuse bad params given as a struct. */
+    vmig_session *s = NULL;
+    vmig_error e = {0};
+    vmig_params_init(&p);
+    p.channels = 65;
+    CHECK(vmig_session_create(&s, VMIG_ROLE_SOURCE, &p, &e) == VMIG_EINVAL && !s, "65 channels");
+    vmig_params_init(&p);
+    CHECK(vmig_session_create(&s, VMIG_ROLE_SOURCE, &p, NULL) == 0 && s, "create");
+    static uint8_t mem[3 * 4096] __attribute__((aligned(4096)));
+    e.code = 0;
+    CHECK(vmig_ram_add(s, "", mem, 4096, 4096, 0, &e) == VMIG_EINVAL, "empty name");
+    CHECK(vmig_ram_add(s, "a", mem, 4095, 4096, 0, NULL) == VMIG_EINVAL, "odd length");
+    CHECK(vmig_ram_add(s, "a", mem + 1, 4096, 4096, 0, NULL) == VMIG_EINVAL, "unaligned host");
+    CHECK(vmig_ram_add(s, "a", mem, 4096, 3000, 0, NULL) == VMIG_EINVAL, "page size");
+    CHECK(vmig_ram_add(s, "a", mem, 4096, 0, 0, NULL) == 0, "default page size");
+    CHECK(vmig_ram_add(s, "a", mem + 4096, 4096, 0, 0, NULL) == VMIG_EEXIST, "duplicate");
+    char name[300];
+    memset(name, 'n', sizeof(name));
+    name[255] = 0;
+    CHECK(vmig_ram_add(s, name, mem + 4096, 4096, 0, 0, NULL) == 0, "255-byte name");
+    name[255] = 'n';
+    name[256] = 0;
+    CHECK(vmig_ram_add(s, name, mem + 8192, 4096, 0, 0, NULL) == VMIG_EINVAL, "256-byte name");
+    CHECK(vmig_migrate(s, "bogus:x", &e) != 0, "bad scheme");
+    vmig_stats st;
+    CHECK(vmig_stats_get(s, &st) == 0, "stats");
+    vmig_session_free(s);
+    vmig_session_free(NULL);
+    CHECK(strcmp(vmig_strerror(VMIG_EPROTO), "protocol error") == 0, "strerror");
+    CHECK(strcmp(vmig_strerror(-999), "unknown error") == 0, "strerror unknown");
+    return tu_result("test_params");
+}

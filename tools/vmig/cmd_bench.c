@@ -1,0 +1,331 @@
+/*
+ * vmig bench: generate an image with the standard content mix, migrate it
+ * from this process to a receiver process over loopback, verify, report.
+ *
+ *   parent (sender)                          child (receiver)
+ *     fork ─────────────────────────────────▶ new file in /dev/shm, mapped
+ *                                              listen on port 0, send URI ──┐
+ *     generate the image (not timed)                                        │
+ *     read URI ◀────────────────────────────────────────────────────────────┘
+ *     vmig_migrate (timed, progress)  ◀────▶  vmig_incoming_run
+ *     read the receiver's figures ◀──────────  "rc cpu verify_seconds msg"
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "mix.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static void bench_help(FILE *f)
+{
+    fprintf(f,
+            "Usage: vmig bench [OPTIONS]\n\n"
+            "Generate a memory image with the standard content mix, migrate it from this\n"
+            "process to a receiver process over loopback, verify it, and print the figures:\n"
+            "time, throughput, pages, and the CPU seconds of each process during the\n"
+            "migration (image generation and destination preparation are not counted).\n\n"
+            "The standard mix: 4 KiB pages in runs of 1..31 pages; each run's class drawn\n"
+            "in proportion to what remains of each class: 50%% zero pages, 25%% English-like\n"
+            "text (about 3x with zstd -1), 25%% random; deterministic from the seed.\n\n"
+            "Options:\n"
+            "      --size SIZE         image size, K/M/G suffixes (default 4G)\n"
+            "      --mix Z/T/R         zero/text/random percentages (default 50/25/25)\n"
+            "      --seed N            seed of the image (default 1)\n"
+            "      --cold              destination memory never touched before (default): a\n"
+            "                          new file in --dest-dir, pages allocated as data lands\n"
+            "      --prefault          populate the destination file before the migration\n"
+            "      --dest-dir DIR      where the destination file is made (default /dev/shm)\n"
+            "      --transport T       tcp (127.0.0.1, default) or unix\n\n");
+    cli_print_common_help(f);
+}
+
+typedef struct bench_cfg {
+    uint64_t size;
+    struct vmig_mix_params mix;
+    bool prefault;
+    bool unix_sock;
+    const char *dest_dir;
+    cli_opts o;
+} bench_cfg;
+
+static int write_line(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_line(int fd, char *buf, size_t len)
+{
+    size_t n = 0;
+    while (n + 1 < len) {
+        ssize_t r = read(fd, buf + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (buf[n] == '\n')
+            break;
+        n++;
+    }
+    buf[n] = 0;
+    return n ? 0 : -1;
+}
+
+/* The receiver process. Reports on `out`; never returns. */
+static void receiver(const bench_cfg *c, int out)
+{
+    char path[512], line[1024], sock[128];
+    snprintf(path, sizeof(path), "%s/vmig-bench-%d.img", c->dest_dir, (int)getpid());
+    snprintf(sock, sizeof(sock), "unix:/tmp/vmig-bench-%d.sock", (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)c->size) < 0) {
+        snprintf(line, sizeof(line), "ERR cannot create %s: %s\n", path, strerror(errno));
+        write_line(out, line);
+        if (fd >= 0)
+            unlink(path);
+        _exit(1);
+    }
+    void *mem = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mem == MAP_FAILED) {
+        snprintf(line, sizeof(line), "ERR mmap %s: %s\n", path, strerror(errno));
+        write_line(out, line);
+        unlink(path);
+        _exit(1);
+    }
+    if (c->prefault && madvise(mem, c->size, MADV_POPULATE_WRITE) < 0) {
+        snprintf(line, sizeof(line), "ERR prefault: %s\n", strerror(errno));
+        write_line(out, line);
+        unlink(path);
+        _exit(1);
+    }
+    vmig_session *s = NULL;
+    vmig_error err = {0};
+    int rc = vmig_session_create(&s, VMIG_ROLE_DEST, &c->o.params, &err);
+    if (!rc)
+        rc = vmig_ram_add(s, "ram", mem, c->size, 4096, VMIG_RAM_ZEROED, &err);
+    if (!rc)
+        rc = vmig_incoming_listen(s, c->unix_sock ? sock : "tcp:127.0.0.1:0", &err);
+    if (rc) {
+        snprintf(line, sizeof(line), "ERR %s\n", err.msg);
+        write_line(out, line);
+        vmig_session_free(s);
+        unlink(path);
+        _exit(1);
+    }
+    char uri[256];
+    vmig_incoming_uri(s, uri, sizeof(uri));
+    snprintf(line, sizeof(line), "URI %s\n", uri);
+    write_line(out, line);
+    double cpu0 = cli_process_cpu();
+    rc = vmig_incoming_run(s, &err);
+    double cpu = cli_process_cpu() - cpu0;
+    vmig_stats st;
+    vmig_stats_get(s, &st);
+    snprintf(line, sizeof(line), "RESULT %d %.6f %.6f %.6f %s\n", rc, cpu,
+             (double)st.verify_ns / 1e9, (double)st.cpu_ns / 1e9, rc ? err.msg : "ok");
+    write_line(out, line);
+    vmig_session_free(s);
+    munmap(mem, c->size);
+    close(fd);
+    unlink(path);
+    _exit(rc ? 1 : 0);
+}
+
+static int run_migrate(vmig_session *s, void *arg, vmig_error *err)
+{
+    return vmig_migrate(s, arg, err);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_cfg c = {.size = 4ull << 30, .dest_dir = "/dev/shm", .o = {.progress = -1}};
+    vmig_params_init(&c.o.params);
+    vmig_mix_params_default(&c.mix);
+    for (int i = 1; i < argc; i++) {
+        int r = cli_common_opt(&c.o, argc, argv, &i);
+        if (r < 0)
+            return CLI_EXIT_USAGE;
+        if (r)
+            continue;
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            bench_help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--size") && v) {
+            i++;
+            if (cli_parse_size(v, &c.size) || c.size == 0 || c.size % 4096) {
+                fprintf(stderr, "vmig bench: --size '%s' must be a positive multiple of 4K\n", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--mix") && v) {
+            i++;
+            if (vmig_mix_params_parse_pct(&c.mix, v)) {
+                fprintf(stderr, "vmig bench: --mix '%s' must be Z/T/R percentages summing to "
+                                "100\n", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--seed") && v) {
+            i++;
+            char *end;
+            c.mix.seed = strtoull(v, &end, 0);
+            if (*end) {
+                fprintf(stderr, "vmig bench: bad --seed '%s'\n", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--cold")) {
+            c.prefault = false;
+        } else if (!strcmp(a, "--prefault")) {
+            c.prefault = true;
+        } else if (!strcmp(a, "--dest-dir") && v) {
+            c.dest_dir = argv[++i];
+        } else if (!strcmp(a, "--transport") && v) {
+            i++;
+            if (strcmp(v, "tcp") && strcmp(v, "unix")) {
+                fprintf(stderr, "vmig bench: --transport is tcp or unix\n");
+                return CLI_EXIT_USAGE;
+            }
+            c.unix_sock = !strcmp(v, "unix");
+        } else {
+            fprintf(stderr, "vmig bench: unknown option '%s' (see 'vmig bench --help')\n", a);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    char msg[200];
+    if (vmig_mix_params_check(&c.mix, msg, sizeof(msg))) {
+        fprintf(stderr, "vmig bench: %s\n", msg);
+        return CLI_EXIT_USAGE;
+    }
+
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        perror("vmig bench: pipe");
+        return CLI_EXIT_FAILED;
+    }
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0) {
+        perror("vmig bench: fork");
+        return CLI_EXIT_FAILED;
+    }
+    if (child == 0) {
+        close(pfd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        receiver(&c, pfd[1]);
+    }
+    close(pfd[1]);
+
+    char a[32];
+    bool talk = !c.o.quiet && !c.o.json;
+    if (talk)
+        fprintf(stderr, "vmig bench: generating a %s image (mix %u/%u/%u, seed %llu)...\n",
+                cli_fmt_bytes(c.size, a, sizeof(a)), c.mix.pct[0], c.mix.pct[1], c.mix.pct[2],
+                (unsigned long long)c.mix.seed);
+    double g0 = now_s();
+    uint8_t *img = mmap(NULL, c.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int rc = img == MAP_FAILED ? -ENOMEM : vmig_mix_fill(&c.mix, img, c.size, 0, 0);
+    if (rc) {
+        fprintf(stderr, "vmig bench: cannot generate the image: %s\n", strerror(-rc));
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        return CLI_EXIT_FAILED;
+    }
+    if (talk)
+        fprintf(stderr, "vmig bench: generated in %.2f s; destination: %s file in %s\n",
+                now_s() - g0, c.prefault ? "a prefaulted" : "a new (cold)", c.dest_dir);
+
+    char line[1200], uri[256] = "";
+    if (read_line(pfd[0], line, sizeof(line)) || strncmp(line, "URI ", 4)) {
+        fprintf(stderr, "vmig bench: receiver failed to start: %s\n",
+                !strncmp(line, "ERR ", 4) ? line + 4 : "no answer");
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        return CLI_EXIT_FAILED;
+    }
+    snprintf(uri, sizeof(uri), "%.255s", line + 4);
+
+    vmig_session *s = NULL;
+    vmig_error err = {0};
+    rc = vmig_session_create(&s, VMIG_ROLE_SOURCE, &c.o.params, &err);
+    if (!rc)
+        rc = vmig_ram_add(s, "ram", img, c.size, 4096, 0, &err);
+    double cpu0 = cli_process_cpu();
+    if (!rc)
+        rc = cli_run(s, run_migrate, uri, &c.o, "bench", &err);
+    double send_cpu = cli_process_cpu() - cpu0;
+    vmig_stats st;
+    vmig_stats_get(s, &st);
+
+    int child_rc = 0;
+    double recv_cpu = 0, recv_verify = 0, recv_thread_cpu = 0;
+    char recv_msg[1024] = "no answer";
+    if (read_line(pfd[0], line, sizeof(line)) == 0 && !strncmp(line, "RESULT ", 7)) {
+        int off = 0;
+        if (sscanf(line + 7, "%d %lf %lf %lf %n", &child_rc, &recv_cpu, &recv_verify,
+                   &recv_thread_cpu, &off) >= 4)
+            snprintf(recv_msg, sizeof(recv_msg), "%s", line + 7 + off);
+    } else {
+        child_rc = VMIG_ECONN;
+    }
+    if (rc)
+        kill(child, SIGKILL);
+    int status;
+    waitpid(child, &status, 0);
+    close(pfd[0]);
+    if (rc)
+        fprintf(stderr, "vmig bench: migration failed: %s\n", err.msg);
+    else if (child_rc)
+        fprintf(stderr, "vmig bench: receiver reported: %s\n", recv_msg);
+    if (!rc && child_rc)
+        rc = child_rc;
+
+    char extra[512];
+    snprintf(extra, sizeof(extra),
+             "\"bench\":{\"image_bytes\":%llu,\"mix\":\"%u/%u/%u\",\"seed\":%llu,"
+             "\"destination\":\"%s\",\"sender_cpu_seconds\":%.3f,\"receiver_cpu_seconds\":%.3f,"
+             "\"cpu_seconds\":%.3f,\"receiver_verify_seconds\":%.3f,\"verified\":%s}",
+             (unsigned long long)c.size, c.mix.pct[0], c.mix.pct[1], c.mix.pct[2],
+             (unsigned long long)c.mix.seed, c.prefault ? "prefaulted" : "cold", send_cpu,
+             recv_cpu, send_cpu + recv_cpu, recv_verify,
+             rc == 0 && c.o.params.verify ? "true" : "false");
+    cli_print_summary("sender", rc, &err, &st, send_cpu, &c.o, extra);
+    if (!c.o.json && !c.o.quiet) {
+        printf("  %-22s %.3f s in migration threads, %.3f s whole process\n", "CPU (receiver)",
+               recv_thread_cpu, recv_cpu);
+        printf("  %-22s %.3f s (sender + receiver processes)\n", "CPU (total)",
+               send_cpu + recv_cpu);
+        printf("  %-22s %s\n", "destination",
+               c.prefault ? "prefaulted file" : "new file, never touched (cold)");
+        fflush(stdout);
+    }
+    vmig_session_free(s);
+    munmap(img, c.size);
+    return cli_exit_code(rc);
+}

@@ -1,0 +1,69 @@
+/* vmig: command-line front end of libvmig. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "vmig %d.%d - live migration of memory images over parallel channels\n\n"
+            "Usage:\n"
+            "  vmig send  [OPTIONS] IMAGE URI    send the memory image file IMAGE to URI\n"
+            "  vmig recv  [OPTIONS] URI OUTPUT   receive a migration on URI into OUTPUT\n"
+            "  vmig bench [OPTIONS]              migrate a generated image between two\n"
+            "                                    processes over loopback and report figures\n"
+            "  vmig help COMMAND                 the options of one command\n\n"
+            "URIs:\n"
+            "  tcp:HOST:PORT   IPv4 address, [IPv6] address or host name; recv accepts an\n"
+            "                  empty HOST (all addresses) and port 0 (any free port)\n"
+            "  unix:PATH       a unix stream socket\n\n"
+            "A migration uses one control connection and N data connections (channels), each\n"
+            "served by its own thread on both sides. Zero pages are detected by the channel\n"
+            "threads and travel as offsets only; other pages go straight from the source's\n"
+            "memory to the socket and from the socket into the destination's memory. At the\n"
+            "end the destination checks a digest of every block against the source's and\n"
+            "confirms; only then does the source report success.\n\n"
+            "Example, on one machine:\n"
+            "  vmig recv tcp:127.0.0.1:4444 /dev/shm/copy.img &\n"
+            "  vmig send -c 4 vm-memory.img tcp:127.0.0.1:4444\n\n",
+            VMIG_VERSION_MAJOR, VMIG_VERSION_MINOR);
+    cli_print_common_help(f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("vmig %d.%d\n", VMIG_VERSION_MAJOR, VMIG_VERSION_MINOR);
+        return 0;
+    }
+    char help_flag[] = "--help";
+    char *help_argv[] = {argv[0], NULL, help_flag, NULL};
+    if (!strcmp(cmd, "help")) {
+        if (argc < 3) {
+            usage(stdout);
+            return 0;
+        }
+        /* "vmig help send" is "vmig send --help". */
+        cmd = help_argv[1] = argv[2];
+        argc = 3;
+        argv = help_argv;
+    }
+    if (!strcmp(cmd, "send"))
+        return cmd_send(argc - 1, argv + 1);
+    if (!strcmp(cmd, "recv"))
+        return cmd_recv(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 1, argv + 1);
+    fprintf(stderr, "vmig: unknown command '%s' (try 'vmig --help')\n", cmd);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,320 @@
+/* Options shared by every command, the progress bar and the summary. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int cli_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case 0: break;
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    default: return -1;
+    }
+    if (*end && end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
+        return -1;
+    if (shift && v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+const char *cli_fmt_bytes(uint64_t v, char *buf, size_t len)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double d = (double)v;
+    unsigned u = 0;
+    while (d >= 1024 && u + 1 < sizeof(unit) / sizeof(unit[0])) {
+        d /= 1024;
+        u++;
+    }
+    snprintf(buf, len, u ? "%.2f %s" : "%.0f %s", d, unit[u]);
+    return buf;
+}
+
+int cli_common_opt(cli_opts *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    vmig_error err = {0};
+    if (!strcmp(a, "--json")) {
+        o->json = true;
+        return 1;
+    }
+    if (!strcmp(a, "--progress")) {
+        o->progress = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--no-progress")) {
+        o->progress = 0;
+        return 1;
+    }
+    if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+        o->quiet = true;
+        o->progress = 0;
+        return 1;
+    }
+    const char *name = NULL, *value = NULL;
+    char buf[256];
+    if (!strcmp(a, "-c") || !strcmp(a, "--channels")) {
+        name = "channels";
+    } else if (!strcmp(a, "-o") || !strcmp(a, "--param")) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr, "vmig: %s needs NAME=VALUE\n", a);
+            return -1;
+        }
+        snprintf(buf, sizeof(buf), "%s", argv[++*i]);
+        char *eq = strchr(buf, '=');
+        if (!eq) {
+            fprintf(stderr, "vmig: %s '%s': expected NAME=VALUE\n", a, buf);
+            return -1;
+        }
+        *eq = 0;
+        name = buf;
+        value = eq + 1;
+    } else if (!strncmp(a, "--", 2)) {
+        /* Every parameter is also an option of its own: --max-bandwidth 1G. */
+        for (const vmig_param_info *p = vmig_params_table(); p->name; p++)
+            if (!strcmp(a + 2, p->name))
+                name = p->name;
+        if (!name)
+            return 0;
+    } else {
+        return 0;
+    }
+    if (!value) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr, "vmig: %s needs a value\n", a);
+            return -1;
+        }
+        value = argv[++*i];
+    }
+    if (vmig_params_set(&o->params, name, value, &err)) {
+        fprintf(stderr, "vmig: %s\n", err.msg);
+        return -1;
+    }
+    return 1;
+}
+
+void cli_print_common_help(FILE *f)
+{
+    fprintf(f, "Common options:\n"
+               "  -c, --channels N        data channels (same as --param channels=N)\n"
+               "  -o, --param NAME=VALUE  set a migration parameter (table below)\n"
+               "      --NAME VALUE        the same, e.g. --max-bandwidth 100M\n"
+               "      --json              print the summary as one JSON object on stdout\n"
+               "      --progress          draw a progress bar on stderr (default when stderr\n"
+               "                          is a terminal); --no-progress turns it off\n"
+               "  -q, --quiet             no progress and no summary table (errors still\n"
+               "                          go to stderr; --json output is still printed)\n"
+               "  -h, --help              this help\n\n"
+               "Parameters (both sides must agree on channels and packet-pages; the\n"
+               "destination takes them from the source):\n");
+    for (const vmig_param_info *p = vmig_params_table(); p->name; p++)
+        fprintf(f, "  %-20s %-18s default %s\n      %s\n", p->name, p->values, p->def, p->help);
+    fprintf(f, "\nExit status:\n"
+               "  0  the migration completed and the destination confirmed it\n"
+               "  1  the migration failed (the reason is printed on stderr)\n"
+               "  2  bad command line\n"
+               "  3  the destination's memory did not match the source (digest mismatch)\n"
+               "  4  interrupted by SIGINT or SIGTERM (the migration was canceled)\n");
+}
+
+double cli_process_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+int cli_exit_code(int rc)
+{
+    switch (rc) {
+    case 0: return CLI_EXIT_OK;
+    case VMIG_EVERIFY: return CLI_EXIT_VERIFY;
+    case VMIG_ECANCELED: return CLI_EXIT_CANCELED;
+    case VMIG_EINVAL: return CLI_EXIT_FAILED;
+    default: return CLI_EXIT_FAILED;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* running with progress                                               */
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    got_signal = sig;
+}
+
+typedef struct run_ctx {
+    vmig_session *s;
+    cli_run_fn fn;
+    void *arg;
+    vmig_error err;
+    int rc;
+    int done; /* atomic */
+} run_ctx;
+
+static void *run_thread(void *p)
+{
+    run_ctx *r = p;
+    r->rc = r->fn(r->s, r->arg, &r->err);
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void draw(const vmig_stats *st, const char *label)
+{
+    char a[32], b[32];
+    double frac = st->total_bytes ? (double)st->ram_bytes / (double)st->total_bytes : 0;
+    if (frac > 1)
+        frac = 1;
+    int width = 30, fill = (int)(frac * width);
+    char bar[40];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    bar[width] = 0;
+    double secs = (double)st->elapsed_ns / 1e9;
+    double rate = secs > 0 ? (double)st->ram_bytes / secs : 0;
+    uint64_t pages = st->normal_pages + st->zero_pages;
+    fprintf(stderr, "\r%s [%s] %5.1f%% %s / %s  %7.1f MB/s  zero %4.1f%%  %s %5.1fs ", label, bar,
+            frac * 100, cli_fmt_bytes(st->ram_bytes, a, sizeof(a)),
+            cli_fmt_bytes(st->total_bytes, b, sizeof(b)), rate / 1e6,
+            pages ? 100.0 * (double)st->zero_pages / (double)pages : 0.0,
+            vmig_state_name(st->state), secs);
+}
+
+int cli_run(vmig_session *s, cli_run_fn fn, void *arg, const cli_opts *o, const char *label,
+            vmig_error *err)
+{
+    run_ctx r = {.s = s, .fn = fn, .arg = arg};
+    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    got_signal = 0;
+    bool progress = o->progress > 0 || (o->progress < 0 && isatty(2));
+    pthread_t t;
+    if (pthread_create(&t, NULL, run_thread, &r)) {
+        snprintf(err->msg, sizeof(err->msg), "cannot start a thread");
+        err->code = VMIG_ENOMEM;
+        return VMIG_ENOMEM;
+    }
+    bool canceled = false;
+    unsigned tick = 0;
+    while (!__atomic_load_n(&r.done, __ATOMIC_ACQUIRE)) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (got_signal && !canceled) {
+            vmig_cancel(s);
+            canceled = true;
+        }
+        if (progress && ++tick % 5 == 0) {
+            vmig_stats st;
+            vmig_stats_get(s, &st);
+            if (st.state != VMIG_STATE_NEW)
+                draw(&st, label);
+        }
+    }
+    pthread_join(t, NULL);
+    if (progress) {
+        vmig_stats st;
+        vmig_stats_get(s, &st);
+        draw(&st, label);
+        fputc('\n', stderr);
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    *err = r.err;
+    return r.rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* summary                                                             */
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+void cli_print_summary(const char *role, int rc, const vmig_error *err, const vmig_stats *st,
+                       double process_cpu, const cli_opts *o, const char *extra_json)
+{
+    double secs = (double)st->elapsed_ns / 1e9;
+    if (o->json) {
+        printf("{\"role\":\"%s\",\"ok\":%s,\"error\":", role, rc ? "false" : "true");
+        json_string(stdout, rc ? err->msg : "");
+        printf(",\"state\":\"%s\",\"seconds\":%.6f,\"total_bytes\":%llu,\"ram_bytes\":%llu,"
+               "\"wire_bytes\":%llu,\"normal_pages\":%llu,\"zero_pages\":%llu,\"packets\":%llu,"
+               "\"mbps\":%.1f,\"thread_cpu_seconds\":%.3f,\"process_cpu_seconds\":%.3f,"
+               "\"verify_seconds\":%.3f,\"channels\":[",
+               vmig_state_name(st->state), secs, (unsigned long long)st->total_bytes,
+               (unsigned long long)st->ram_bytes, (unsigned long long)st->wire_bytes,
+               (unsigned long long)st->normal_pages, (unsigned long long)st->zero_pages,
+               (unsigned long long)st->packets, st->mbps, (double)st->cpu_ns / 1e9, process_cpu,
+               (double)st->verify_ns / 1e9);
+        for (uint32_t i = 0; i < st->channels; i++)
+            printf("%s{\"bytes\":%llu,\"packets\":%llu,\"busy_seconds\":%.3f}", i ? "," : "",
+                   (unsigned long long)st->ch[i].bytes, (unsigned long long)st->ch[i].packets,
+                   (double)st->ch[i].busy_ns / 1e9);
+        printf("]%s%s}\n", extra_json ? "," : "", extra_json ? extra_json : "");
+        fflush(stdout);
+        return;
+    }
+    if (o->quiet)
+        return;
+    char a[32], b[32];
+    printf("\n  %-22s %s\n", "result",
+           rc == 0 ? (st->verify_ns || st->state == VMIG_STATE_COMPLETED ? "completed, verified"
+                                                                          : "completed")
+                   : err->msg);
+    printf("  %-22s %.3f s\n", "time", secs);
+    printf("  %-22s %s of %s\n", "memory covered", cli_fmt_bytes(st->ram_bytes, a, sizeof(a)),
+           cli_fmt_bytes(st->total_bytes, b, sizeof(b)));
+    printf("  %-22s %.1f MB/s of memory, %.1f MB/s on the wire\n", "throughput",
+           secs > 0 ? (double)st->ram_bytes / secs / 1e6 : 0.0, st->mbps);
+    printf("  %-22s %s\n", "bytes on the wire", cli_fmt_bytes(st->wire_bytes, a, sizeof(a)));
+    printf("  %-22s %llu normal, %llu zero\n", "pages", (unsigned long long)st->normal_pages,
+           (unsigned long long)st->zero_pages);
+    printf("  %-22s %llu\n", "packets", (unsigned long long)st->packets);
+    char cpu_label[48];
+    snprintf(cpu_label, sizeof(cpu_label), "CPU (%s)", role);
+    printf("  %-22s %.3f s in migration threads, %.3f s whole process\n", cpu_label,
+           (double)st->cpu_ns / 1e9, process_cpu);
+    printf("  %-22s %.3f s\n", "digest check", (double)st->verify_ns / 1e9);
+    printf("  %-22s", "channels");
+    for (uint32_t i = 0; i < st->channels; i++)
+        printf(" [%u] %s %.2fs", i, cli_fmt_bytes(st->ch[i].bytes, a, sizeof(a)),
+               (double)st->ch[i].busy_ns / 1e9);
+    printf("\n");
+    fflush(stdout);
+}
