@@ -132,9 +132,10 @@ void vmig_session_free(vmig_session *s);
 
 /*
  * Register a block of RAM. `name`: 1..255 bytes, unique in the session.
- * `length` and `host` must be multiples of `page_size` (a power of two,
- * 4096..2 MiB; 0 means 4096). The memory stays owned by the caller and
- * must stay mapped until the session is freed. On the destination the
+ * `length` must be a multiple of `page_size` (a power of two,
+ * 4096..2 MiB; 0 means 4096) and `host` 4096-byte aligned. The memory
+ * stays owned by the caller and must stay mapped until the session is
+ * freed. On the destination the
  * source's blocks must all be registered, with the same names, lengths and
  * page sizes, before the transfer starts (see vmig_incoming_set_block_cb).
  */
@@ -212,7 +213,7 @@ typedef struct vmig_stats {
     uint64_t elapsed_ns;   /* since the transfer started (frozen at the end) */
     uint64_t total_bytes;  /* RAM registered, bytes */
     uint64_t ram_bytes;    /* RAM covered so far (normal + zero pages), bytes */
-    uint64_t wire_bytes;   /* bytes on the wire, all channels, control included */
+    uint64_t wire_bytes;   /* bytes on the wire, sum over the data channels */
     uint64_t normal_pages; /* pages whose data was sent */
     uint64_t zero_pages;   /* pages sent as "zero" without data */
     uint64_t packets;      /* RAM packets */

@@ -451,6 +451,12 @@ int vmig_dest_run(vmig_session *s)
     /* END comes once the source has sent FIN on every channel; a channel
      * failure shuts the control channel down and ends this read. */
     rc = vmig_ctl_read_session(s, VMIG_CTL_END, &payload, &plen, &e);
+    if (rc) {
+        /* The source gave up (ERROR) or the control channel broke: the
+         * channel threads may still wait for data that will never come. */
+        vmig_session_fail(s, &e);
+        vmig_session_shutdown_conns(s, false);
+    }
     for (uint32_t i = 0; i < s->nch; i++)
         if (s->ch[i].thread_started) {
             pthread_join(s->ch[i].thread, NULL);

@@ -102,12 +102,12 @@ int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length,
                               "block '%s': page size %u x packet-pages %u exceeds the %u-byte "
                               "packet payload limit",
                               name, page_size, s->p.packet_pages, VMIG_WIRE_MAX_PAYLOAD);
-    if (!host || length == 0 || length % page_size || (uintptr_t)host % page_size ||
+    if (!host || length == 0 || length % page_size || (uintptr_t)host % VMIG_WIRE_MIN_PAGE_SIZE ||
         length > VMIG_WIRE_MAX_BLOCK_LEN)
         return vmig_error_set(err, VMIG_EINVAL,
-                              "block '%s': host %p and length %llu must be non-zero multiples "
-                              "of the page size %u (length at most 2^48)",
-                              name, host, (unsigned long long)length, page_size);
+                              "block '%s': length %llu must be a non-zero multiple of the page "
+                              "size %u (at most 2^48) and host %p 4096-byte aligned",
+                              name, (unsigned long long)length, page_size, host);
     if (flags & ~VMIG_RAM_ZEROED)
         return vmig_error_set(err, VMIG_EINVAL, "block '%s': unknown flags 0x%x", name, flags);
     if (vmig_block_find(s, name, NULL))
@@ -285,7 +285,6 @@ void vmig_session_reset_run(vmig_session *s)
         c->synced_pass = 0;
         c->fin = false;
         c->thread_started = false;
-        c->st_bytes = c->st_packets = c->st_busy_ns = c->st_cpu_ns = 0;
     }
     vmig_conn_close(s->control);
     s->control = NULL;
@@ -301,8 +300,12 @@ static void run_begin(vmig_session *s)
     s->barrier_count = 0;
     s->barrier_gen = 0;
     s->rate_next_ns = 0;
-    s->st_wire_bytes = s->st_normal = s->st_zero = s->st_packets = 0;
+    s->st_wire_bytes = s->st_ram_bytes = s->st_normal = s->st_zero = s->st_packets = 0;
     s->st_verify_ns = s->st_caller_cpu_ns = 0;
+    for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
+        vmig_channel *c = &s->ch[i];
+        c->st_bytes = c->st_packets = c->st_busy_ns = c->st_cpu_ns = 0;
+    }
     s->total_bytes = 0;
     for (uint32_t i = 0; i < s->nblocks; i++)
         s->total_bytes += s->blocks[i].length;

@@ -134,10 +134,11 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
     for (size_t i = 0; i < NBLOCKS; i++) {
         const blockdef *b = &blocks[i];
         uint64_t len = b->pages * b->page_size;
-        CHECK(!memcmp(sm[i], dm[i], len), "%s ch=%u zero=%s: block %s differs", uri, channels,
-              zero, b->name);
-        /* Zero pages must not have touched fresh destination memory. */
-        if (!b->dest_reused && strcmp(zero, "none")) {
+        /* Zero pages must not have touched fresh destination memory. This
+         * runs before the comparison, whose reads would map the kernel's
+         * zero page into the holes (mincore counts those as resident). */
+        /* (verify=full reads every page, which maps the zero page too.) */
+        if (!b->dest_reused && strcmp(zero, "none") && strcmp(verify, "full")) {
             unsigned char *vec = malloc(len / 4096);
             REQUIRE(vec && !mincore(dm[i], len, vec), "mincore");
             for (uint64_t pg = 0; pg < b->pages; pg++) {
@@ -153,6 +154,8 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
             }
             free(vec);
         }
+        CHECK(!memcmp(sm[i], dm[i], len), "%s ch=%u zero=%s: block %s differs", uri, channels,
+              zero, b->name);
     }
     vmig_stats ss, ds;
     vmig_stats_get(src.s, &ss);
