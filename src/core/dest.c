@@ -49,6 +49,38 @@ static bool barrier_wait(vmig_session *s)
     return ok;
 }
 
+static inline bool bit_test(const uint64_t *map, uint64_t i)
+{
+    return __atomic_load_n(&map[i >> 6], __ATOMIC_RELAXED) & (1ull << (i & 63));
+}
+
+/*
+ * prefault=ahead: populate the packet's normal pages that are not resident
+ * before reading into them, one MADV_POPULATE_WRITE per run of contiguous
+ * absent pages instead of a fault per page. The payload waits in the
+ * socket meanwhile. Failure is harmless (the read faults the pages in), so
+ * it is not checked.
+ */
+static void populate_ahead(vmig_block *b, const uint64_t *offs, uint32_t n)
+{
+    uint32_t i = 0;
+    while (i < n) {
+        uint64_t first = offs[i] >> b->page_shift;
+        if (bit_test(b->resident, first)) {
+            i++;
+            continue;
+        }
+        uint32_t j = i + 1;
+        while (j < n && offs[j] == offs[j - 1] + b->page_size &&
+               !bit_test(b->resident, offs[j] >> b->page_shift))
+            j++;
+        madvise(b->host + offs[i], (size_t)(j - i) << b->page_shift, MADV_POPULATE_WRITE);
+        for (uint32_t k = i; k < j; k++)
+            bit_test_set(b->resident, offs[k] >> b->page_shift);
+        i = j;
+    }
+}
+
 static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig_error *err)
 {
     vmig_session *s = c->s;
@@ -87,13 +119,8 @@ static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig
         }
     }
     if (niov) {
-        /* Populate the runs before reading into them: one call per run
-         * instead of a fault per page. Failure is harmless (the read faults
-         * the pages in), so it is not checked. */
-        if (s->p.prefault == VMIG_PREFAULT_AHEAD) {
-            for (int i = 0; i < niov; i++)
-                madvise(iov[i].iov_base, iov[i].iov_len, MADV_POPULATE_WRITE);
-        }
+        if (b->resident)
+            populate_ahead(b, offs, h->normal);
         rc = vmig_conn_read_full(c->conn, iov, niov, "page data", err);
         if (rc)
             return rc;
@@ -177,6 +204,9 @@ static void *dst_channel_main(void *arg)
 {
     vmig_channel *c = arg;
     vmig_session *s = c->s;
+    char name[16];
+    snprintf(name, sizeof(name), "vmig-recv%u", c->id);
+    pthread_setname_np(pthread_self(), name);
     uint64_t cpu0 = vmig_thread_cpu_ns();
     uint32_t hint = 0;
     while (!c->fin && !vmig_session_aborted(s)) {

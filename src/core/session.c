@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -61,6 +62,7 @@ void vmig_session_free(vmig_session *s)
     for (uint32_t i = 0; i < s->nblocks; i++) {
         free(s->blocks[i].page_hash);
         free(s->blocks[i].received);
+        free(s->blocks[i].resident);
     }
     free(s->blocks);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++)
@@ -159,14 +161,43 @@ int vmig_incoming_set_block_cb(vmig_session *s, vmig_block_cb cb, void *opaque)
     return 0;
 }
 
+/*
+ * Which pages of a destination block are resident already (a VMM that
+ * preallocated its RAM, a file reused in place)? One mincore() pass over
+ * the block at setup, so that prefault=ahead populates only the others:
+ * populating resident pages costs a page-table walk per run for nothing.
+ * Works in the system's base pages; a block page counts as resident when
+ * its first base page is. If mincore fails, everything counts as absent
+ * (populated as before: slower, never wrong).
+ */
+static void block_scan_resident(vmig_block *b)
+{
+    enum { CHUNK = 65536 }; /* base pages per mincore() call */
+    static const size_t base = 4096;
+    unsigned char vec[CHUNK];
+    uint64_t nbase = b->length / base, per = b->page_size / base;
+    for (uint64_t first = 0; first < nbase; first += CHUNK) {
+        uint64_t n = VMIG_MIN((uint64_t)CHUNK, nbase - first);
+        if (mincore(b->host + first * base, n * base, vec))
+            return;
+        for (uint64_t k = 0; k < n; k += per) {
+            uint64_t pg = (first + k) / per;
+            if (vec[k] & 1)
+                b->resident[pg >> 6] |= 1ull << (pg & 63);
+        }
+    }
+}
+
 int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err)
 {
     for (uint32_t i = 0; i < s->nblocks; i++) {
         vmig_block *b = &s->blocks[i];
         free(b->page_hash);
         free(b->received);
+        free(b->resident);
         b->page_hash = NULL;
         b->received = NULL;
+        b->resident = NULL;
         if (s->p.verify == VMIG_VERIFY_ON) {
             b->page_hash = malloc(sizeof(uint64_t) * b->npages);
             if (!b->page_hash)
@@ -185,6 +216,13 @@ int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err)
             if (!b->received)
                 return vmig_error_set(err, VMIG_ENOMEM, "block '%s': no memory for its bitmap",
                                       b->name);
+            if (s->p.prefault == VMIG_PREFAULT_AHEAD) {
+                b->resident = calloc((b->npages + 63) / 64, sizeof(uint64_t));
+                if (!b->resident)
+                    return vmig_error_set(err, VMIG_ENOMEM,
+                                          "block '%s': no memory for its bitmap", b->name);
+                block_scan_resident(b);
+            }
         }
     }
     return 0;

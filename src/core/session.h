@@ -35,6 +35,11 @@ typedef struct vmig_block {
     uint64_t *page_hash;
     /* Destination: pages written at least once (atomic bit operations). */
     uint64_t *received;
+    /* Destination, prefault=ahead: pages that need no population, because
+     * they were resident when the run started (mincore) or were populated
+     * since. Only the channel thread that receives a page touches its bit,
+     * but neighbours share words, hence atomics. */
+    uint64_t *resident;
     uint64_t zero_hash;   /* vmig_zero_page_hash(page_size) */
     uint32_t hello_index; /* destination: position in the source's HELLO */
 } vmig_block;

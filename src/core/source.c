@@ -10,6 +10,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "../ram/digest.h"
 #include "session.h"
@@ -44,6 +45,12 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
     uint64_t *offs = job->offsets;
     uint32_t n = job->npages;
     uint32_t nn = n;
+    /* Memory the guest never touched reads as zero but is not mapped yet:
+     * one populate call maps the whole packet's holes (the kernel's zero
+     * page) instead of a read fault per page. Costs a page-table walk
+     * when everything is mapped already. A failure only means faults. */
+    madvise(b->host + offs[0], (size_t)(offs[n - 1] - offs[0]) + b->page_size,
+            MADV_POPULATE_READ);
     if (job->classified)
         nn = job->nnormal;
     else if (s->p.zero_detect == VMIG_ZERO_CHANNEL)
@@ -120,6 +127,9 @@ static void *src_channel_main(void *arg)
 {
     vmig_channel *c = arg;
     vmig_session *s = c->s;
+    char name[16];
+    snprintf(name, sizeof(name), "vmig-send%u", c->id);
+    pthread_setname_np(pthread_self(), name); /* as QEMU's multifdsend_N */
     uint64_t cpu0 = vmig_thread_cpu_ns();
     for (;;) {
         pthread_mutex_lock(&s->lock);
