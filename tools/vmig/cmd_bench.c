@@ -170,11 +170,9 @@ int cmd_bench(int argc, char **argv)
     vmig_params_init(&c.o.params);
     vmig_mix_params_default(&c.mix);
     for (int i = 1; i < argc; i++) {
-        int r = cli_common_opt(&c.o, argc, argv, &i);
-        if (r < 0)
-            return CLI_EXIT_USAGE;
-        if (r)
-            continue;
+        /* The bench's own options first: --prefault is also the name of a
+         * migration parameter (--prefault none|ahead), which would take the
+         * next argument as its value. */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             bench_help(stdout);
@@ -214,8 +212,14 @@ int cmd_bench(int argc, char **argv)
             }
             c.unix_sock = !strcmp(v, "unix");
         } else {
-            fprintf(stderr, "vmig bench: unknown option '%s' (see 'vmig bench --help')\n", a);
-            return CLI_EXIT_USAGE;
+            int r = cli_common_opt(&c.o, argc, argv, &i);
+            if (r < 0)
+                return CLI_EXIT_USAGE;
+            if (r == 0) {
+                fprintf(stderr, "vmig bench: unknown option '%s' (see 'vmig bench --help')\n",
+                        a);
+                return CLI_EXIT_USAGE;
+            }
         }
     }
     char msg[200];
