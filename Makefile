@@ -57,7 +57,7 @@ fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=3600
 
 bench: build
-	./bench/run-foundation.sh $(BUILD)
+	./bench/run_foundation.py $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
