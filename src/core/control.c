@@ -1,5 +1,6 @@
 /* Control-channel framing: one frame = header, payload, crc (docs/wire-format.md). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "session.h"
@@ -45,9 +46,15 @@ int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *le
     if (!rc && type == VMIG_CTL_ERROR && expect != VMIG_CTL_ERROR) {
         vmig_wire_status st;
         rc = vmig_wire_status_decode(frame + VMIG_CTL_HDR_LEN, plen, true, &st, err);
-        if (!rc)
-            rc = vmig_error_set(err, VMIG_EPEER, "%s reported: %s (%s)", c->peer, st.msg,
-                                vmig_strerror(st.status));
+        if (!rc) {
+            /* Name the peer's code, unless its sentence already ends with it. */
+            char code[64];
+            snprintf(code, sizeof(code), "(%s)", vmig_strerror(st.status));
+            size_t ml = strlen(st.msg), cl = strlen(code);
+            bool named = ml >= cl && !strcmp(st.msg + ml - cl, code);
+            rc = vmig_error_set(err, VMIG_EPEER, "%s reported: %s%s%s", c->peer, st.msg,
+                                named ? "" : " ", named ? "" : code);
+        }
     } else if (!rc && type != expect) {
         rc = vmig_error_set(err, VMIG_EPROTO, "%s: expected a %s frame, got %s", c->peer,
                             vmig_wire_ctl_name(expect), vmig_wire_ctl_name(type));

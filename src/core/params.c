@@ -78,7 +78,7 @@ static int parse_size(const char *s, uint64_t *out)
 {
     errno = 0;
     char *end;
-    if (!*s || *s == '-')
+    if (*s < '0' || *s > '9') /* strtoull would take blanks and signs */
         return -1;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s)

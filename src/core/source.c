@@ -344,7 +344,8 @@ static int send_end_and_wait(vmig_session *s, vmig_error *err)
                             : vmig_block_digest_hashes(&s->blocks[i], false);
         vmig_digest_to_bytes(&d, dg[i]);
     }
-    vmig_stat_add(&s->st_verify_ns, vmig_now_ns() - t0);
+    if (s->p.verify != VMIG_VERIFY_OFF)
+        vmig_stat_add(&s->st_verify_ns, vmig_now_ns() - t0);
     vmig_wire_end e = {
         .nblocks = s->nblocks,
         .digests = dg,
