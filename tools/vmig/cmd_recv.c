@@ -168,6 +168,13 @@ done:
         fprintf(stderr, "vmig recv: warning: %s was reused in place and now holds a partial "
                         "image\n", out.path);
     }
+    /* "Resized to the source's size": a longer existing file keeps no stale tail. */
+    if (!rc && fstat(out.fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > out.size &&
+        ftruncate(out.fd, (off_t)out.size) < 0) {
+        fprintf(stderr, "vmig recv: %s: cannot shrink to %llu bytes: %s\n", out.path,
+                (unsigned long long)out.size, strerror(errno));
+        rc = VMIG_EIO;
+    }
     if (!rc && fsync(out.fd) < 0 && errno != EINVAL) {
         fprintf(stderr, "vmig recv: fsync %s: %s\n", out.path, strerror(errno));
         rc = VMIG_EIO;

@@ -14,7 +14,8 @@ int cli_parse_size(const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
-    if (!s || !*s || *s == '-')
+    /* strtoull would skip blanks and take a sign (" -1" is 2^64-1): digits only. */
+    if (!s || *s < '0' || *s > '9')
         return -1;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s)
@@ -292,11 +293,13 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
     }
     if (o->quiet)
         return;
+    /* A source knows its verify mode; a destination takes the source's and
+     * times a digest check only when it made one. */
+    bool verified =
+        !strcmp(role, "receiver") ? st->verify_ns != 0 : o->params.verify != VMIG_VERIFY_OFF;
     char a[32], b[32];
     printf("\n  %-22s %s\n", "result",
-           rc == 0 ? (st->verify_ns || st->state == VMIG_STATE_COMPLETED ? "completed, verified"
-                                                                          : "completed")
-                   : err->msg);
+           rc == 0 ? (verified ? "completed, verified" : "completed") : err->msg);
     printf("  %-22s %.3f s\n", "time", secs);
     printf("  %-22s %s of %s\n", "memory covered", cli_fmt_bytes(st->ram_bytes, a, sizeof(a)),
            cli_fmt_bytes(st->total_bytes, b, sizeof(b)));
