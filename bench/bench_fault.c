@@ -139,7 +139,7 @@ int main(int argc, char **argv)
         bool huge, populate;
         int threads;
     } cases[] = {
-        {"shm", false, false, 1}, {"shm", false, true, 1}, {"shm", false, false, 2},
+        {"shm", false, false, 1}, {"shm", false, true, 1},  {"shm", false, false, 2},
         {"shm", false, true, 2},  {"anon", false, true, 2}, {"anon", true, true, 2},
     };
     printf("# first write to %zu MiB of never-touched memory (half of %zu MiB)\n", mib / 2, mib);

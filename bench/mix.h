@@ -43,14 +43,15 @@ enum vmig_mix_class {
 #define VMIG_MIX_NCLASSES 3
 
 /* Flags for the fill functions. */
-#define VMIG_MIX_WRITE_ZEROS 1u /* also write zero pages; without it they are left untouched
-                                   (for buffers already known to be zero, e.g. fresh mmap) */
+#define VMIG_MIX_WRITE_ZEROS                                                                       \
+    1u /* also write zero pages; without it they are left untouched                                \
+          (for buffers already known to be zero, e.g. fresh mmap) */
 
 struct vmig_mix_params {
-    uint64_t seed;                     /* default 1 */
-    unsigned pct[VMIG_MIX_NCLASSES];   /* percent of pages per class, indexed by
-                                          enum vmig_mix_class; default 50/25/25 */
-    unsigned page_size;                /* must be VMIG_MIX_PAGE_SIZE */
+    uint64_t seed;                   /* default 1 */
+    unsigned pct[VMIG_MIX_NCLASSES]; /* percent of pages per class, indexed by
+                                        enum vmig_mix_class; default 50/25/25 */
+    unsigned page_size;              /* must be VMIG_MIX_PAGE_SIZE */
 };
 
 /* One planned run: pages [first_page, first_page + npages) of one class. */

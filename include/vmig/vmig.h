@@ -55,7 +55,7 @@ const char *vmig_strerror(int code);
 /* ------------------------------------------------------------------ */
 /* Parameters                                                          */
 
-#define VMIG_MAX_CHANNELS 64
+#define VMIG_MAX_CHANNELS   64
 #define VMIG_BLOCK_NAME_MAX 255 /* bytes, excluding the NUL */
 
 enum vmig_zero_detect {
@@ -76,12 +76,12 @@ enum vmig_prefault {
 };
 
 typedef struct vmig_params {
-    uint32_t channels;       /* data channels, 1..64; default 4 */
-    uint32_t packet_pages;   /* pages per packet, 1..1024; default 128 */
-    uint32_t zero_detect;    /* enum vmig_zero_detect; default channel */
-    uint32_t verify;         /* enum vmig_verify; default on */
-    uint32_t prefault;       /* enum vmig_prefault; destination only */
-    uint64_t max_bandwidth;  /* bytes/s on the wire over all channels; 0 = unlimited */
+    uint32_t channels;           /* data channels, 1..64; default 4 */
+    uint32_t packet_pages;       /* pages per packet, 1..1024; default 128 */
+    uint32_t zero_detect;        /* enum vmig_zero_detect; default channel */
+    uint32_t verify;             /* enum vmig_verify; default on */
+    uint32_t prefault;           /* enum vmig_prefault; destination only */
+    uint64_t max_bandwidth;      /* bytes/s on the wire over all channels; 0 = unlimited */
     uint32_t connect_timeout_ms; /* source connect and destination accept; default 10000 */
 } vmig_params;
 
@@ -124,11 +124,12 @@ void vmig_session_free(vmig_session *s);
 /* RAM blocks                                                          */
 
 /* Flags for vmig_ram_add(). */
-#define VMIG_RAM_ZEROED 0x1u /* destination: memory is known to read as zero
-                              * (fresh anonymous memory, a new file): a zero page
-                              * that was never written is left untouched. Without
-                              * it a zero page is read and cleared only when it is
-                              * not zero already. Ignored on the source. */
+#define VMIG_RAM_ZEROED                                                                            \
+    0x1u /* destination: memory is known to read as zero                                           \
+          * (fresh anonymous memory, a new file): a zero page                                      \
+          * that was never written is left untouched. Without                                      \
+          * it a zero page is read and cleared only when it is                                     \
+          * not zero already. Ignored on the source. */
 
 /*
  * Register a block of RAM. `name`: 1..255 bytes, unique in the session.
@@ -139,8 +140,8 @@ void vmig_session_free(vmig_session *s);
  * source's blocks must all be registered, with the same names, lengths and
  * page sizes, before the transfer starts (see vmig_incoming_set_block_cb).
  */
-int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length,
-                 uint32_t page_size, unsigned flags, vmig_error *err);
+int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length, uint32_t page_size,
+                 unsigned flags, vmig_error *err);
 
 /*
  * Destination: called on the thread that runs vmig_incoming_run() when the

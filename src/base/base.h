@@ -14,10 +14,10 @@
 #include <vmig/vmig.h>
 
 #define VMIG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define VMIG_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define VMIG_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define VMIG_LIKELY(x) __builtin_expect(!!(x), 1)
-#define VMIG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define VMIG_MIN(a, b)     ((a) < (b) ? (a) : (b))
+#define VMIG_MAX(a, b)     ((a) > (b) ? (a) : (b))
+#define VMIG_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define VMIG_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 
 #if defined(__GNUC__)
 #define VMIG_PRINTF(f, a) __attribute__((format(printf, f, a)))

@@ -9,10 +9,10 @@
 #include <nmmintrin.h>
 #endif
 
-#define P 0x82F63B78u
-#define T1(c) (((c) & 1) ? ((c) >> 1) ^ P : (c) >> 1)
-#define T8(c) T1(T1(T1(T1(T1(T1(T1(T1(c))))))))
-#define R4(n) T8(n), T8(n + 1), T8(n + 2), T8(n + 3)
+#define P      0x82F63B78u
+#define T1(c)  (((c)&1) ? ((c) >> 1) ^ P : (c) >> 1)
+#define T8(c)  T1(T1(T1(T1(T1(T1(T1(T1(c))))))))
+#define R4(n)  T8(n), T8(n + 1), T8(n + 2), T8(n + 3)
 #define R16(n) R4(n), R4(n + 4), R4(n + 8), R4(n + 12)
 #define R64(n) R16(n), R16(n + 16), R16(n + 32), R16(n + 48)
 static const uint32_t crc_table[256] = {R64(0u), R64(64u), R64(128u), R64(192u)};
@@ -28,7 +28,7 @@ uint32_t vmig_crc32c_sw(uint32_t crc, const void *buf, size_t len)
 
 #if defined(__x86_64__)
 __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const void *buf,
-                                                             size_t len)
+                                                            size_t len)
 {
     const uint8_t *p = buf;
     uint64_t c = ~crc;

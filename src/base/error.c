@@ -7,20 +7,34 @@
 const char *vmig_strerror(int code)
 {
     switch (code) {
-    case VMIG_OK: return "success";
-    case VMIG_EINVAL: return "invalid argument";
-    case VMIG_ENOMEM: return "out of memory";
-    case VMIG_EIO: return "I/O error";
-    case VMIG_ECONN: return "connection error";
-    case VMIG_EPROTO: return "protocol error";
-    case VMIG_EVERIFY: return "verification failed";
-    case VMIG_ECANCELED: return "canceled";
-    case VMIG_ENOTSUP: return "not supported";
-    case VMIG_ESTATE: return "invalid state";
-    case VMIG_ETIMEDOUT: return "timed out";
-    case VMIG_EPEER: return "peer reported an error";
-    case VMIG_EEXIST: return "already exists";
-    case VMIG_ENOENT: return "not found";
+    case VMIG_OK:
+        return "success";
+    case VMIG_EINVAL:
+        return "invalid argument";
+    case VMIG_ENOMEM:
+        return "out of memory";
+    case VMIG_EIO:
+        return "I/O error";
+    case VMIG_ECONN:
+        return "connection error";
+    case VMIG_EPROTO:
+        return "protocol error";
+    case VMIG_EVERIFY:
+        return "verification failed";
+    case VMIG_ECANCELED:
+        return "canceled";
+    case VMIG_ENOTSUP:
+        return "not supported";
+    case VMIG_ESTATE:
+        return "invalid state";
+    case VMIG_ETIMEDOUT:
+        return "timed out";
+    case VMIG_EPEER:
+        return "peer reported an error";
+    case VMIG_EEXIST:
+        return "already exists";
+    case VMIG_ENOENT:
+        return "not found";
     }
     return "unknown error";
 }

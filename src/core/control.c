@@ -21,8 +21,7 @@ int vmig_ctl_write(vmig_conn *c, unsigned type, const uint8_t *payload, uint32_t
     return rc;
 }
 
-int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len,
-                  vmig_error *err)
+int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len, vmig_error *err)
 {
     uint8_t hdr[VMIG_CTL_HDR_LEN];
     unsigned type;

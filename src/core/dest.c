@@ -93,8 +93,7 @@ static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig
         return vmig_error_set(err, VMIG_EPROTO, "packet %llu: unknown block '%s'",
                               (unsigned long long)h->seq, h->block);
     if (h->page_size != b->page_size)
-        return vmig_error_set(err, VMIG_EPROTO,
-                              "packet %llu: page size %u, but block '%s' has %u",
+        return vmig_error_set(err, VMIG_EPROTO, "packet %llu: page size %u, but block '%s' has %u",
                               (unsigned long long)h->seq, h->page_size, b->name, b->page_size);
     uint32_t n = h->normal + h->zero;
     uint8_t *raw = c->hdr + VMIG_PKT_HDR_LEN;
@@ -188,8 +187,10 @@ static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
         return 0;
     default: /* VMIG_PKT_FIN, the only type left after decode_hdr */
         if (c->synced_pass == 0 || h.pass != c->synced_pass)
-            return vmig_error_set(err, VMIG_EPROTO, "FIN of pass %u, but the last SYNC was of "
-                                                    "pass %u", h.pass, c->synced_pass);
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "FIN of pass %u, but the last SYNC was of "
+                                  "pass %u",
+                                  h.pass, c->synced_pass);
         rc = vmig_wire_pkt_decode_offsets(&h, c->hdr, NULL, 0, c->offsets, err);
         if (rc)
             return rc;
@@ -259,14 +260,13 @@ static int check_blocks(vmig_session *s, const vmig_wire_hello *h, vmig_error *e
             if (rc)
                 return vmig_error_set(err, rc < 0 ? rc : VMIG_EINVAL,
                                       "block '%s' (%llu bytes): refused by the application (%s)",
-                                      wb->name, (unsigned long long)wb->length,
-                                      vmig_strerror(rc));
+                                      wb->name, (unsigned long long)wb->length, vmig_strerror(rc));
             b = vmig_block_find(s, wb->name, NULL);
         }
         if (!b)
             return vmig_error_set(err, VMIG_ENOENT,
-                                  "source block '%s' (%llu bytes) is not registered here",
-                                  wb->name, (unsigned long long)wb->length);
+                                  "source block '%s' (%llu bytes) is not registered here", wb->name,
+                                  (unsigned long long)wb->length);
         if (b->length != wb->length || b->page_size != wb->page_size)
             return vmig_error_set(err, VMIG_EINVAL,
                                   "block '%s': source has %llu bytes in %u-byte pages, "
@@ -332,8 +332,8 @@ static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_e
     uint32_t connected = 0;
     while (connected < s->nch) {
         vmig_conn *c;
-        int rc = s->listener->ops->accept(s->listener, (int)s->p.connect_timeout_ms, &s->abort,
-                                          &c, err);
+        int rc =
+            s->listener->ops->accept(s->listener, (int)s->p.connect_timeout_ms, &s->abort, &c, err);
         if (rc)
             return rc;
         vmig_wire_hs hs;
@@ -352,8 +352,8 @@ static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_e
             rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel id %u is not below the count %u",
                                 c->peer, hs.channel_id, s->nch);
         if (!rc && s->ch[hs.channel_id].conn)
-            rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel id %u is already connected",
-                                c->peer, hs.channel_id);
+            rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel id %u is already connected", c->peer,
+                                hs.channel_id);
         if (rc) {
             vmig_conn_close(c);
             return rc;

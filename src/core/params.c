@@ -85,12 +85,26 @@ static int parse_size(const char *s, uint64_t *out)
         return -1;
     unsigned shift = 0;
     switch (*end) {
-    case 0: break;
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    default: return -1;
+    case 0:
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return -1;
     }
     if (*end && end[1] && strcasecmp(end + 1, "iB") && strcasecmp(end + 1, "B"))
         return -1;
@@ -119,8 +133,9 @@ int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_er
                  (d->kind == P_SIZE || strspn(value, "0123456789") == strlen(value));
         }
         if (!ok || v < d->min || v > d->max)
-            return vmig_error_set(err, VMIG_EINVAL, "parameter %s: '%s' is not valid (accepted: %s)",
-                                  name, value, infos[i].values);
+            return vmig_error_set(err, VMIG_EINVAL,
+                                  "parameter %s: '%s' is not valid (accepted: %s)", name, value,
+                                  infos[i].values);
         uint8_t *field = (uint8_t *)p + d->offset;
         if (d->width == 4) {
             uint32_t v32 = (uint32_t)v;
@@ -132,4 +147,3 @@ int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_er
     }
     return vmig_error_set(err, VMIG_EINVAL, "unknown parameter '%s'", name);
 }
-

@@ -26,8 +26,9 @@ int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_para
                                   p.packet_pages, VMIG_WIRE_MAX_PACKET_PAGES);
         if (p.zero_detect > VMIG_ZERO_CHANNEL || p.verify > VMIG_VERIFY_FULL ||
             p.prefault > VMIG_PREFAULT_AHEAD)
-            return vmig_error_set(err, VMIG_EINVAL, "zero-page-detection, verify or prefault "
-                                                    "has an unknown value");
+            return vmig_error_set(err, VMIG_EINVAL,
+                                  "zero-page-detection, verify or prefault "
+                                  "has an unknown value");
         if (p.connect_timeout_ms == 0)
             return vmig_error_set(err, VMIG_EINVAL, "connect-timeout must be at least 1 ms");
     } else {
@@ -80,14 +81,13 @@ static bool running(vmig_session *s)
     return st == VMIG_STATE_SETUP || st == VMIG_STATE_ACTIVE || st == VMIG_STATE_VERIFYING;
 }
 
-int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length,
-                 uint32_t page_size, unsigned flags, vmig_error *err)
+int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length, uint32_t page_size,
+                 unsigned flags, vmig_error *err)
 {
     if (!s || !name)
         return vmig_error_set(err, VMIG_EINVAL, "vmig_ram_add: NULL argument");
     if (running(s) && s->role == VMIG_ROLE_SOURCE)
-        return vmig_error_set(err, VMIG_ESTATE, "block '%s': cannot add RAM while migrating",
-                              name);
+        return vmig_error_set(err, VMIG_ESTATE, "block '%s': cannot add RAM while migrating", name);
     size_t nl = strnlen(name, VMIG_BLOCK_NAME_MAX + 1);
     if (nl == 0 || nl > VMIG_BLOCK_NAME_MAX)
         return vmig_error_set(err, VMIG_EINVAL, "block name must be 1..%d bytes",
@@ -97,8 +97,8 @@ int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length,
     if (!vmig_is_pow2(page_size) || page_size < VMIG_WIRE_MIN_PAGE_SIZE ||
         page_size > VMIG_WIRE_MAX_PAGE_SIZE)
         return vmig_error_set(err, VMIG_EINVAL,
-                              "block '%s': page size %u is not a power of two in 4096..2 MiB",
-                              name, page_size);
+                              "block '%s': page size %u is not a power of two in 4096..2 MiB", name,
+                              page_size);
     if ((uint64_t)page_size * s->p.packet_pages > VMIG_WIRE_MAX_PAYLOAD)
         return vmig_error_set(err, VMIG_EINVAL,
                               "block '%s': page size %u x packet-pages %u exceeds the %u-byte "
@@ -115,8 +115,7 @@ int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length,
     if (vmig_block_find(s, name, NULL))
         return vmig_error_set(err, VMIG_EEXIST, "block '%s' is already registered", name);
     if (s->nblocks >= VMIG_WIRE_MAX_BLOCKS)
-        return vmig_error_set(err, VMIG_EINVAL, "too many blocks (limit %d)",
-                              VMIG_WIRE_MAX_BLOCKS);
+        return vmig_error_set(err, VMIG_EINVAL, "too many blocks (limit %d)", VMIG_WIRE_MAX_BLOCKS);
     if (s->nblocks == s->blocks_cap) {
         uint32_t cap = s->blocks_cap ? s->blocks_cap * 2 : 8;
         vmig_block *nb = realloc(s->blocks, sizeof(*nb) * cap);
@@ -205,9 +204,8 @@ int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err)
                                       b->name);
             /* Source: 0 marks "never sent", which cannot match the
              * destination. Destination: fresh zeroed memory holds zero pages. */
-            uint64_t init = dest && (b->flags & VMIG_RAM_ZEROED)
-                                ? vmig_zero_page_hash(b->page_size)
-                                : 0;
+            uint64_t init =
+                dest && (b->flags & VMIG_RAM_ZEROED) ? vmig_zero_page_hash(b->page_size) : 0;
             for (uint64_t p = 0; p < b->npages; p++)
                 b->page_hash[p] = init;
         }
@@ -219,8 +217,8 @@ int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err)
             if (s->p.prefault == VMIG_PREFAULT_AHEAD) {
                 b->resident = calloc((b->npages + 63) / 64, sizeof(uint64_t));
                 if (!b->resident)
-                    return vmig_error_set(err, VMIG_ENOMEM,
-                                          "block '%s': no memory for its bitmap", b->name);
+                    return vmig_error_set(err, VMIG_ENOMEM, "block '%s': no memory for its bitmap",
+                                          b->name);
                 block_scan_resident(b);
             }
         }
@@ -371,9 +369,9 @@ int vmig_session_finish(vmig_session *s, int rc, vmig_error *err)
                      __ATOMIC_RELAXED);
     __atomic_store_n(&s->end_ns, vmig_now_ns(), __ATOMIC_RELEASE);
     __atomic_store_n(&s->state,
-                     rc == 0                    ? VMIG_STATE_COMPLETED
-                     : rc == VMIG_ECANCELED     ? VMIG_STATE_CANCELED
-                                                : VMIG_STATE_FAILED,
+                     rc == 0                ? VMIG_STATE_COMPLETED
+                     : rc == VMIG_ECANCELED ? VMIG_STATE_CANCELED
+                                            : VMIG_STATE_FAILED,
                      __ATOMIC_RELEASE);
     return rc;
 }
@@ -469,8 +467,8 @@ void vmig_rate_wait(vmig_session *s, uint64_t bytes)
 
 const char *vmig_state_name(uint32_t state)
 {
-    static const char *const names[] = {"new",       "setup",    "active",  "verifying",
-                                        "completed", "failed",   "canceled"};
+    static const char *const names[] = {"new",       "setup",  "active",  "verifying",
+                                        "completed", "failed", "canceled"};
     return state < VMIG_ARRAY_SIZE(names) ? names[state] : "unknown";
 }
 
@@ -497,8 +495,8 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     if (!end && (o->state == VMIG_STATE_ACTIVE || o->state == VMIG_STATE_VERIFYING)) {
         struct timespec ts;
         if (clock_gettime(s->caller_clock, &ts) == 0)
-            o->cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec -
-                        s->caller_cpu_start;
+            o->cpu_ns =
+                (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - s->caller_cpu_start;
     }
     for (uint32_t i = 0; i < s->p.channels && i < VMIG_MAX_CHANNELS; i++) {
         o->ch[i].bytes = LD(s->ch[i].st_bytes);

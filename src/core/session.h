@@ -49,11 +49,11 @@ enum { VMIG_JOB_RAM = 1, VMIG_JOB_SYNC = 2, VMIG_JOB_FIN = 3 };
 
 typedef struct vmig_job {
     uint8_t type;
-    bool classified;   /* zero pages already partitioned out (zero-detect=main) */
-    uint32_t block;    /* index into s->blocks */
+    bool classified; /* zero pages already partitioned out (zero-detect=main) */
+    uint32_t block;  /* index into s->blocks */
     uint32_t pass;
-    uint32_t npages;   /* offsets in use */
-    uint32_t nnormal;  /* when classified */
+    uint32_t npages;  /* offsets in use */
+    uint32_t nnormal; /* when classified */
     uint64_t seq;
     uint64_t *offsets; /* packet_pages entries, owned by the queue slot */
 } vmig_job;
@@ -169,8 +169,7 @@ struct vmig_digest vmig_block_digest_hashes(const vmig_block *b, bool dest);
  * the peer's message; `expect` is the type the caller waits for. */
 int vmig_ctl_write(vmig_conn *c, unsigned type, const uint8_t *payload, uint32_t len,
                    vmig_error *err);
-int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len,
-                  vmig_error *err);
+int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len, vmig_error *err);
 /* vmig_ctl_read() that gives up with the session's error when it aborts. */
 int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,
                           vmig_error *err);

@@ -49,8 +49,7 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
      * one populate call maps the whole packet's holes (the kernel's zero
      * page) instead of a read fault per page. Costs a page-table walk
      * when everything is mapped already. A failure only means faults. */
-    madvise(b->host + offs[0], (size_t)(offs[n - 1] - offs[0]) + b->page_size,
-            MADV_POPULATE_READ);
+    madvise(b->host + offs[0], (size_t)(offs[n - 1] - offs[0]) + b->page_size, MADV_POPULATE_READ);
     if (job->classified)
         nn = job->nnormal;
     else if (s->p.zero_detect == VMIG_ZERO_CHANNEL)
@@ -114,8 +113,8 @@ static int send_marker(vmig_channel *c, vmig_job *job, vmig_error *err)
     };
     size_t hlen = vmig_wire_pkt_encode(&h, NULL, c->hdr);
     vmig_rate_wait(c->s, hlen);
-    int rc = vmig_conn_write_all(c->conn, c->hdr, hlen,
-                                 job->type == VMIG_JOB_SYNC ? "SYNC" : "FIN", err);
+    int rc = vmig_conn_write_all(c->conn, c->hdr, hlen, job->type == VMIG_JOB_SYNC ? "SYNC" : "FIN",
+                                 err);
     if (!rc) {
         vmig_stat_add(&c->st_bytes, hlen);
         vmig_stat_add(&c->s->st_wire_bytes, hlen);
@@ -319,8 +318,7 @@ static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint3
     int rc = vmig_connect(uri, (int)s->p.connect_timeout_ms, out, err);
     if (rc)
         return rc;
-    vmig_wire_hs hs = {.kind = kind, .channel_id = (uint16_t)id,
-                       .channel_count = (uint16_t)s->nch};
+    vmig_wire_hs hs = {.kind = kind, .channel_id = (uint16_t)id, .channel_count = (uint16_t)s->nch};
     memcpy(hs.uuid, s->uuid, 16);
     uint8_t raw[VMIG_HS_LEN];
     vmig_wire_hs_encode(&hs, raw);
@@ -370,8 +368,8 @@ static int send_end_and_wait(vmig_session *s, vmig_error *err)
     rc = vmig_wire_status_decode(payload, plen, false, &st, err);
     free(payload);
     if (!rc && st.status != 0)
-        rc = vmig_error_set(err, VMIG_EPEER, "destination refused the migration: %s (%s)",
-                            st.msg, vmig_strerror(st.status));
+        rc = vmig_error_set(err, VMIG_EPEER, "destination refused the migration: %s (%s)", st.msg,
+                            vmig_strerror(st.status));
 out:
     free(dg);
     free(buf);

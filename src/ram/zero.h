@@ -13,9 +13,9 @@
 typedef bool (*vmig_zero_fn)(const void *buf, size_t len);
 
 typedef struct vmig_zero_impl {
-    const char *name;  /* "avx512", "avx2", "sse2", "scalar" */
+    const char *name; /* "avx512", "avx2", "sse2", "scalar" */
     vmig_zero_fn fn;
-    unsigned need;     /* VMIG_CPU_* bits the CPU must have */
+    unsigned need; /* VMIG_CPU_* bits the CPU must have */
 } vmig_zero_impl;
 
 /* Every implementation, best first, terminated by {NULL}. */

@@ -25,8 +25,8 @@ int vmig_transport_lookup(const char *uri, const vmig_transport_ops **ops, const
             return 0;
         }
     }
-    return vmig_error_set(err, VMIG_EINVAL,
-                          "URI '%s': unknown scheme '%.*s' (known: tcp, unix)", uri, (int)n, uri);
+    return vmig_error_set(err, VMIG_EINVAL, "URI '%s': unknown scheme '%.*s' (known: tcp, unix)",
+                          uri, (int)n, uri);
 }
 
 int vmig_listen(const char *uri, vmig_listener **out, vmig_error *err)
@@ -54,8 +54,8 @@ static int io_error(vmig_conn *c, ssize_t r, bool reading, const char *what, vmi
     if (e == EAGAIN || e == EWOULDBLOCK)
         return vmig_error_set(err, VMIG_ETIMEDOUT, "%s: timed out %s %s", c->peer,
                               reading ? "reading" : "writing", what);
-    int code = (e == ECONNRESET || e == EPIPE || e == ENOTCONN || e == ESHUTDOWN) ? VMIG_ECONN
-                                                                                   : VMIG_EIO;
+    int code =
+        (e == ECONNRESET || e == EPIPE || e == ENOTCONN || e == ESHUTDOWN) ? VMIG_ECONN : VMIG_EIO;
     return vmig_error_set(err, code, "%s: %s %s: %s", c->peer, reading ? "reading" : "writing",
                           what, strerror(e));
 }

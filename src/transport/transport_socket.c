@@ -159,15 +159,16 @@ static int sock_accept(vmig_listener *l_, int timeout_ms, const int *abort, vmig
                        vmig_error *err)
 {
     sock_listener *l = (sock_listener *)l_;
-    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : vmig_now_ns() + (uint64_t)timeout_ms * 1000000;
+    uint64_t deadline =
+        timeout_ms < 0 ? UINT64_MAX : vmig_now_ns() + (uint64_t)timeout_ms * 1000000;
     for (;;) {
         if (abort && __atomic_load_n(abort, __ATOMIC_ACQUIRE))
-            return vmig_error_set(err, VMIG_ECANCELED, "%s: canceled while waiting for a connection",
-                                  l->uri);
+            return vmig_error_set(err, VMIG_ECANCELED,
+                                  "%s: canceled while waiting for a connection", l->uri);
         uint64_t now = vmig_now_ns();
         if (now >= deadline)
-            return vmig_error_set(err, VMIG_ETIMEDOUT,
-                                  "%s: no connection within %d ms", l->uri, timeout_ms);
+            return vmig_error_set(err, VMIG_ETIMEDOUT, "%s: no connection within %d ms", l->uri,
+                                  timeout_ms);
         int wait = (int)VMIG_MIN((deadline - now) / 1000000 + 1, 50);
         struct pollfd p = {.fd = l->fd, .events = POLLIN};
         int n = poll(&p, 1, wait);
@@ -275,8 +276,8 @@ static int tcp_split(const char *addr, char *host, size_t hostlen, char *port, s
     char *end;
     long p = strtol(port, &end, 10);
     if (*end || p < 0 || p > 65535)
-        return vmig_error_set(err, VMIG_EINVAL, "tcp address '%s': port '%s' is not 0..65535",
-                              addr, port);
+        return vmig_error_set(err, VMIG_EINVAL, "tcp address '%s': port '%s' is not 0..65535", addr,
+                              port);
     return 0;
 }
 

@@ -11,19 +11,19 @@
 #include "../base/base.h"
 
 #define VMIG_WIRE_VERSION 1
-#define VMIG_HS_MAGIC 0x564D4947u  /* "VMIG" */
-#define VMIG_PKT_MAGIC 0x564D5047u /* "VMPG" */
+#define VMIG_HS_MAGIC     0x564D4947u /* "VMIG" */
+#define VMIG_PKT_MAGIC    0x564D5047u /* "VMPG" */
 
-#define VMIG_WIRE_MAX_CHANNELS 64
-#define VMIG_WIRE_MAX_BLOCKS 1024
-#define VMIG_WIRE_MAX_NAME 255
-#define VMIG_WIRE_MIN_PAGE_SIZE 4096u
-#define VMIG_WIRE_MAX_PAGE_SIZE (2u << 20)
+#define VMIG_WIRE_MAX_CHANNELS     64
+#define VMIG_WIRE_MAX_BLOCKS       1024
+#define VMIG_WIRE_MAX_NAME         255
+#define VMIG_WIRE_MIN_PAGE_SIZE    4096u
+#define VMIG_WIRE_MAX_PAGE_SIZE    (2u << 20)
 #define VMIG_WIRE_MAX_PACKET_PAGES 1024u
-#define VMIG_WIRE_MAX_PAYLOAD (64u << 20)
-#define VMIG_WIRE_MAX_BLOCK_LEN (1ull << 48)
-#define VMIG_WIRE_MAX_CTL_PAYLOAD (1u << 20)
-#define VMIG_WIRE_MAX_MSG 1024
+#define VMIG_WIRE_MAX_PAYLOAD      (64u << 20)
+#define VMIG_WIRE_MAX_BLOCK_LEN    (1ull << 48)
+#define VMIG_WIRE_MAX_CTL_PAYLOAD  (1u << 20)
+#define VMIG_WIRE_MAX_MSG          1024
 
 /* ---------------- handshake ---------------- */
 
@@ -47,7 +47,7 @@ int vmig_wire_hs_decode(const uint8_t in[VMIG_HS_LEN], vmig_wire_hs *h, vmig_err
 
 /* ---------------- control frames ---------------- */
 
-#define VMIG_CTL_HDR_LEN 8
+#define VMIG_CTL_HDR_LEN     8
 #define VMIG_CTL_TRAILER_LEN 4
 
 enum vmig_ctl_type {
@@ -125,7 +125,7 @@ int vmig_wire_status_decode(const uint8_t *in, size_t len, bool is_error, vmig_w
 
 /* ---------------- data packets ---------------- */
 
-#define VMIG_PKT_HDR_LEN 304
+#define VMIG_PKT_HDR_LEN  304
 #define VMIG_PKT_NAME_LEN 256
 
 enum vmig_pkt_type { VMIG_PKT_RAM = 1, VMIG_PKT_SYNC = 2, VMIG_PKT_FIN = 3 };
@@ -139,8 +139,8 @@ typedef struct vmig_pkt_hdr {
     uint32_t normal;
     uint32_t zero;
     uint32_t payload_len;
-    uint32_t hdr_crc;                /* as received (decode) */
-    char block[VMIG_PKT_NAME_LEN];   /* NUL-terminated */
+    uint32_t hdr_crc;              /* as received (decode) */
+    char block[VMIG_PKT_NAME_LEN]; /* NUL-terminated */
 } vmig_pkt_hdr;
 
 /*

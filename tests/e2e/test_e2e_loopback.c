@@ -21,10 +21,9 @@ typedef struct blockdef {
 } blockdef;
 
 static const blockdef blocks[] = {
-    {"ram-low", 257, 4096, false},       /* not a multiple of the packet size */
-    {"ram-high", 1000, 4096, false},
-    {"vram", 37, 8192, false},           /* another page size */
-    {"reused", 300, 4096, true},         /* existing content on the destination */
+    {"ram-low", 257, 4096, false}, /* not a multiple of the packet size */
+    {"ram-high", 1000, 4096, false}, {"vram", 37, 8192, false}, /* another page size */
+    {"reused", 300, 4096, true}, /* existing content on the destination */
     {"tiny", 1, 4096, false},
 };
 #define NBLOCKS (sizeof(blocks) / sizeof(blocks[0]))
@@ -126,8 +125,8 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
     pthread_create(&ts, NULL, run_src, &src);
     pthread_join(ts, NULL);
     pthread_join(td, NULL);
-    CHECK(src.rc == 0, "%s ch=%u zero=%s verify=%s: source failed: %s", uri, channels, zero,
-          verify, src.err.msg);
+    CHECK(src.rc == 0, "%s ch=%u zero=%s verify=%s: source failed: %s", uri, channels, zero, verify,
+          src.err.msg);
     CHECK(dst.rc == 0, "%s ch=%u zero=%s verify=%s: destination failed: %s", uri, channels, zero,
           verify, dst.err.msg);
 
@@ -147,15 +146,15 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
                     zero_page = sm[i][pg * b->page_size + k] == 0;
                 uint64_t first = pg * b->page_size / 4096;
                 if (zero_page && (vec[first] & 1)) {
-                    CHECK(0, "block %s: zero page %llu was faulted in on the destination",
-                          b->name, (unsigned long long)pg);
+                    CHECK(0, "block %s: zero page %llu was faulted in on the destination", b->name,
+                          (unsigned long long)pg);
                     break;
                 }
             }
             free(vec);
         }
-        CHECK(!memcmp(sm[i], dm[i], len), "%s ch=%u zero=%s: block %s differs", uri, channels,
-              zero, b->name);
+        CHECK(!memcmp(sm[i], dm[i], len), "%s ch=%u zero=%s: block %s differs", uri, channels, zero,
+              b->name);
     }
     vmig_stats ss, ds;
     vmig_stats_get(src.s, &ss);

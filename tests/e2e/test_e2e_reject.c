@@ -15,7 +15,7 @@
 #include "../testutil.h"
 
 #define PAGES 64
-#define PG 4096
+#define PG    4096
 
 typedef struct dest {
     vmig_session *s;
@@ -77,8 +77,12 @@ static void fs_hello(vmig_conn *c, const char *name, uint64_t len, uint16_t chan
 {
     vmig_wire_block b = {.length = len, .page_size = PG};
     snprintf(b.name, sizeof(b.name), "%s", name);
-    vmig_wire_hello h = {.packet_pages = 128, .channels = channels, .zero_detect = 2,
-                         .verify = 1, .nblocks = 1, .blocks = &b};
+    vmig_wire_hello h = {.packet_pages = 128,
+                         .channels = channels,
+                         .zero_detect = 2,
+                         .verify = 1,
+                         .nblocks = 1,
+                         .blocks = &b};
     uint8_t buf[1024];
     int n = vmig_wire_hello_encode(&h, buf, sizeof(buf));
     fs_ctl(c, VMIG_CTL_HELLO, buf, n);
@@ -202,8 +206,8 @@ int main(void)
     vmig_params_init(&p);
     p.connect_timeout_ms = 500;
     REQUIRE(!vmig_session_create(&d.s, VMIG_ROLE_DEST, &p, &e), "%s", e.msg);
-    d.area = mmap(NULL, (PAGES + 2) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                  -1, 0);
+    d.area =
+        mmap(NULL, (PAGES + 2) * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     memset(d.area, 0xEE, (PAGES + 2) * PG);
     d.mem = d.area + PG;
     memset(d.mem, 0, PAGES * PG);
@@ -334,8 +338,7 @@ int main(void)
     dest_start(&d);
     ctl = fs_setup(&d, data, 1);
     {
-        vmig_pkt_hdr h = {.type = VMIG_PKT_RAM, .seq = 1, .pass = 1, .page_size = PG,
-                          .normal = 2};
+        vmig_pkt_hdr h = {.type = VMIG_PKT_RAM, .seq = 1, .pass = 1, .page_size = PG, .normal = 2};
         strcpy(h.block, "ram");
         uint64_t o2[2] = {0, PG};
         uint8_t buf[VMIG_PKT_HDR_LEN + 16];
@@ -357,8 +360,8 @@ int main(void)
         fs_packet(data[0], VMIG_PKT_SYNC, 2, 1, "", NULL, 0, 0, 0);
         fs_packet(data[0], VMIG_PKT_FIN, 3, 1, "", NULL, 0, 0, 0);
         uint8_t dg[1][16] = {{0}};
-        vmig_wire_end end = {.nblocks = 1, .digests = dg, .packets = 1,
-                             .normal_pages = variant ? 7 : 1};
+        vmig_wire_end end = {
+            .nblocks = 1, .digests = dg, .packets = 1, .normal_pages = variant ? 7 : 1};
         uint8_t buf[256];
         int n = vmig_wire_end_encode(&end, buf, sizeof(buf));
         fs_ctl(ctl, VMIG_CTL_END, buf, n);

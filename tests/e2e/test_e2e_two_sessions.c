@@ -88,7 +88,10 @@ int main(void)
     pair pairs[2] = {
         {.listen = "tcp:127.0.0.1:0", .channels = 4, .bytes = 64 << 20, .seed = 1},
         /* 24 MiB at 16 MiB/s: about 1.5 s. */
-        {.listen = "tcp:127.0.0.1:0", .channels = 3, .bytes = 24 << 20, .bandwidth = 16 << 20,
+        {.listen = "tcp:127.0.0.1:0",
+         .channels = 3,
+         .bytes = 24 << 20,
+         .bandwidth = 16 << 20,
          .seed = 2},
     };
     pthread_t t[2];
@@ -102,8 +105,9 @@ int main(void)
         CHECK(pairs[i].same, "pair %d: memory differs", i);
     }
     double expect = (double)pairs[1].wire_bytes / (double)pairs[1].bandwidth;
-    fprintf(stderr, "paced: %.3f s for %llu wire bytes at %llu B/s (expected %.3f s); "
-                    "unpaced: %.3f s\n",
+    fprintf(stderr,
+            "paced: %.3f s for %llu wire bytes at %llu B/s (expected %.3f s); "
+            "unpaced: %.3f s\n",
             pairs[1].seconds, (unsigned long long)pairs[1].wire_bytes,
             (unsigned long long)pairs[1].bandwidth, expect, pairs[0].seconds);
     /* The bucket may bank 10 ms of credit; setup and verify add a little. */

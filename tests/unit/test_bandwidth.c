@@ -217,7 +217,8 @@ static void check_paced(const char *bw, uint64_t rate, const run_result *r, bool
 
 static void check_params(void)
 {
-    static const char *const bad[] = {"abc", "-1", "", "10X", "1.5M", "M", "40M/s", " -1", " 1", "+5"};
+    static const char *const bad[] = {"abc", "-1",    "",    "10X", "1.5M",
+                                      "M",   "40M/s", " -1", " 1",  "+5"};
     vmig_params p;
     vmig_params_init(&p);
     CHECK(p.max_bandwidth == 0, "default max-bandwidth %llu", (unsigned long long)p.max_bandwidth);

@@ -30,24 +30,23 @@
 
 static void bench_help(FILE *f)
 {
-    fprintf(f,
-            "Usage: vmig bench [OPTIONS]\n\n"
-            "Generate a memory image with the standard content mix, migrate it from this\n"
-            "process to a receiver process over loopback, verify it, and print the figures:\n"
-            "time, throughput, pages, and the CPU seconds of each process during the\n"
-            "migration (image generation and destination preparation are not counted).\n\n"
-            "The standard mix: 4 KiB pages in runs of 1..31 pages; each run's class drawn\n"
-            "in proportion to what remains of each class: 50%% zero pages, 25%% English-like\n"
-            "text (about 3x with zstd -1), 25%% random; deterministic from the seed.\n\n"
-            "Options:\n"
-            "      --size SIZE         image size, K/M/G suffixes (default 4G)\n"
-            "      --mix Z/T/R         zero/text/random percentages (default 50/25/25)\n"
-            "      --seed N            seed of the image (default 1)\n"
-            "      --cold              destination memory never touched before (default): a\n"
-            "                          new file in --dest-dir, pages allocated as data lands\n"
-            "      --prefault          populate the destination file before the migration\n"
-            "      --dest-dir DIR      where the destination file is made (default /dev/shm)\n"
-            "      --transport T       tcp (127.0.0.1, default) or unix\n\n");
+    fprintf(f, "Usage: vmig bench [OPTIONS]\n\n"
+               "Generate a memory image with the standard content mix, migrate it from this\n"
+               "process to a receiver process over loopback, verify it, and print the figures:\n"
+               "time, throughput, pages, and the CPU seconds of each process during the\n"
+               "migration (image generation and destination preparation are not counted).\n\n"
+               "The standard mix: 4 KiB pages in runs of 1..31 pages; each run's class drawn\n"
+               "in proportion to what remains of each class: 50%% zero pages, 25%% English-like\n"
+               "text (about 3x with zstd -1), 25%% random; deterministic from the seed.\n\n"
+               "Options:\n"
+               "      --size SIZE         image size, K/M/G suffixes (default 4G)\n"
+               "      --mix Z/T/R         zero/text/random percentages (default 50/25/25)\n"
+               "      --seed N            seed of the image (default 1)\n"
+               "      --cold              destination memory never touched before (default): a\n"
+               "                          new file in --dest-dir, pages allocated as data lands\n"
+               "      --prefault          populate the destination file before the migration\n"
+               "      --dest-dir DIR      where the destination file is made (default /dev/shm)\n"
+               "      --transport T       tcp (127.0.0.1, default) or unix\n\n");
     cli_print_common_help(f);
 }
 
@@ -186,8 +185,10 @@ int cmd_bench(int argc, char **argv)
         } else if (!strcmp(a, "--mix") && v) {
             i++;
             if (vmig_mix_params_parse_pct(&c.mix, v)) {
-                fprintf(stderr, "vmig bench: --mix '%s' must be Z/T/R percentages summing to "
-                                "100\n", v);
+                fprintf(stderr,
+                        "vmig bench: --mix '%s' must be Z/T/R percentages summing to "
+                        "100\n",
+                        v);
                 return CLI_EXIT_USAGE;
             }
         } else if (!strcmp(a, "--seed") && v) {
@@ -216,8 +217,7 @@ int cmd_bench(int argc, char **argv)
             if (r < 0)
                 return CLI_EXIT_USAGE;
             if (r == 0) {
-                fprintf(stderr, "vmig bench: unknown option '%s' (see 'vmig bench --help')\n",
-                        a);
+                fprintf(stderr, "vmig bench: unknown option '%s' (see 'vmig bench --help')\n", a);
                 return CLI_EXIT_USAGE;
             }
         }
@@ -316,9 +316,8 @@ int cmd_bench(int argc, char **argv)
              "\"destination\":\"%s\",\"sender_cpu_seconds\":%.3f,\"receiver_cpu_seconds\":%.3f,"
              "\"cpu_seconds\":%.3f,\"receiver_verify_seconds\":%.3f,\"verified\":%s}",
              (unsigned long long)c.size, c.mix.pct[0], c.mix.pct[1], c.mix.pct[2],
-             (unsigned long long)c.mix.seed, c.prefault ? "prefaulted" : "cold", send_cpu,
-             recv_cpu, send_cpu + recv_cpu, recv_verify,
-             rc == 0 && c.o.params.verify ? "true" : "false");
+             (unsigned long long)c.mix.seed, c.prefault ? "prefaulted" : "cold", send_cpu, recv_cpu,
+             send_cpu + recv_cpu, recv_verify, rc == 0 && c.o.params.verify ? "true" : "false");
     cli_print_summary("sender", rc, &err, &st, send_cpu, &c.o, extra);
     if (!c.o.json && !c.o.quiet) {
         printf("  %-22s %.3f s in migration threads, %.3f s whole process\n", "CPU (receiver)",

@@ -54,8 +54,8 @@ static int on_block(void *opaque, vmig_session *s, const char *name, uint64_t le
         return VMIG_EINVAL;
     }
     struct stat sb;
-    if (fstat(r->fd, &sb) < 0 || ((uint64_t)sb.st_size < off + length &&
-                                  ftruncate(r->fd, (off_t)(off + length)) < 0)) {
+    if (fstat(r->fd, &sb) < 0 ||
+        ((uint64_t)sb.st_size < off + length && ftruncate(r->fd, (off_t)(off + length)) < 0)) {
         snprintf(r->why, sizeof(r->why), "%s: cannot grow to %llu bytes: %s", r->path,
                  (unsigned long long)(off + length), strerror(errno));
         return VMIG_EIO;
@@ -165,8 +165,10 @@ done:
     if (rc && !existed) {
         unlink(out.path);
     } else if (rc && out.nmaps) {
-        fprintf(stderr, "vmig recv: warning: %s was reused in place and now holds a partial "
-                        "image\n", out.path);
+        fprintf(stderr,
+                "vmig recv: warning: %s was reused in place and now holds a partial "
+                "image\n",
+                out.path);
     }
     /* "Resized to the source's size": a longer existing file keeps no stale tail. */
     if (!rc && fstat(out.fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > out.size &&

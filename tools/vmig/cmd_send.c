@@ -71,7 +71,8 @@ int cmd_send(int argc, char **argv)
         return CLI_EXIT_FAILED;
     }
     if (sb.st_size <= 0 || (uint64_t)sb.st_size % page_size) {
-        fprintf(stderr, "vmig send: %s: size %lld is not a positive multiple of the page size %llu\n",
+        fprintf(stderr,
+                "vmig send: %s: size %lld is not a positive multiple of the page size %llu\n",
                 pos[0], (long long)sb.st_size, (unsigned long long)page_size);
         close(fd);
         return CLI_EXIT_FAILED;

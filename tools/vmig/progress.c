@@ -22,12 +22,26 @@ int cli_parse_size(const char *s, uint64_t *out)
         return -1;
     unsigned shift = 0;
     switch (*end) {
-    case 0: break;
-    case 'k': case 'K': shift = 10; break;
-    case 'm': case 'M': shift = 20; break;
-    case 'g': case 'G': shift = 30; break;
-    case 't': case 'T': shift = 40; break;
-    default: return -1;
+    case 0:
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return -1;
     }
     if (*end && end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
         return -1;
@@ -148,11 +162,16 @@ double cli_process_cpu(void)
 int cli_exit_code(int rc)
 {
     switch (rc) {
-    case 0: return CLI_EXIT_OK;
-    case VMIG_EVERIFY: return CLI_EXIT_VERIFY;
-    case VMIG_ECANCELED: return CLI_EXIT_CANCELED;
-    case VMIG_EINVAL: return CLI_EXIT_FAILED;
-    default: return CLI_EXIT_FAILED;
+    case 0:
+        return CLI_EXIT_OK;
+    case VMIG_EVERIFY:
+        return CLI_EXIT_VERIFY;
+    case VMIG_ECANCELED:
+        return CLI_EXIT_CANCELED;
+    case VMIG_EINVAL:
+        return CLI_EXIT_FAILED;
+    default:
+        return CLI_EXIT_FAILED;
     }
 }
 
