@@ -96,6 +96,14 @@ void vmig_params_init(vmig_params *p);
  */
 int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_error *err);
 
+/*
+ * Parse a size as parameters take it: decimal digits and an optional K, M,
+ * G or T suffix (powers of 1024), optionally followed by "B" or "iB":
+ * "4096", "512M", "4GiB". No sign, blank or fraction. Returns 0, or
+ * VMIG_EINVAL when the text is not such a size or overflows 64 bits.
+ */
+int vmig_parse_size(const char *s, uint64_t *out);
+
 /* Description of one parameter, for help output. */
 typedef struct vmig_param_info {
     const char *name;

@@ -73,16 +73,15 @@ const vmig_param_info *vmig_params_table(void)
     return infos;
 }
 
-/* Parse a decimal number with an optional K/M/G/T suffix (powers of 1024). */
-static int parse_size(const char *s, uint64_t *out)
+int vmig_parse_size(const char *s, uint64_t *out)
 {
     errno = 0;
     char *end;
-    if (*s < '0' || *s > '9') /* strtoull would take blanks and signs */
-        return -1;
+    if (!s || !out || *s < '0' || *s > '9') /* strtoull would take blanks and signs */
+        return VMIG_EINVAL;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s)
-        return -1;
+        return VMIG_EINVAL;
     unsigned shift = 0;
     switch (*end) {
     case 0:
@@ -104,12 +103,12 @@ static int parse_size(const char *s, uint64_t *out)
         shift = 40;
         break;
     default:
-        return -1;
+        return VMIG_EINVAL;
     }
     if (*end && end[1] && strcasecmp(end + 1, "iB") && strcasecmp(end + 1, "B"))
-        return -1;
+        return VMIG_EINVAL;
     if (shift && v > (UINT64_MAX >> shift))
-        return -1;
+        return VMIG_EINVAL;
     *out = (uint64_t)v << shift;
     return 0;
 }
@@ -129,7 +128,7 @@ int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_er
                     ok = true;
                 }
         } else {
-            ok = parse_size(value, &v) == 0 &&
+            ok = vmig_parse_size(value, &v) == 0 &&
                  (d->kind == P_SIZE || strspn(value, "0123456789") == strlen(value));
         }
         if (!ok || v < d->min || v > d->max)

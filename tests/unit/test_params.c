@@ -18,6 +18,36 @@ int main(void)
     CHECK(p.channels == 4 && p.packet_pages == 128 && p.zero_detect == VMIG_ZERO_CHANNEL &&
               p.verify == VMIG_VERIFY_ON && p.max_bandwidth == 0,
           "defaults");
+    static const struct {
+        const char *text;
+        int rc;
+        uint64_t v;
+    } sizes[] = {
+        {"0", 0, 0},
+        {"4096", 0, 4096},
+        {"512M", 0, 512ull << 20},
+        {"4GiB", 0, 4ull << 30},
+        {"4gb", 0, 4ull << 30},
+        {"1T", 0, 1ull << 40},
+        {"16777215T", 0, 16777215ull << 40},
+        {"16777216T", VMIG_EINVAL, 0}, /* 2^64: overflows */
+        {"18446744073709551615", 0, UINT64_MAX},
+        {"18446744073709551616", VMIG_EINVAL, 0},
+        {"", VMIG_EINVAL, 0},
+        {" 1", VMIG_EINVAL, 0},
+        {"-1", VMIG_EINVAL, 0},
+        {"+1", VMIG_EINVAL, 0},
+        {"1.5G", VMIG_EINVAL, 0},
+        {"1X", VMIG_EINVAL, 0},
+        {"1Gx", VMIG_EINVAL, 0},
+        {"G", VMIG_EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint64_t v = 12345;
+        int rc = vmig_parse_size(sizes[i].text, &v);
+        CHECK(rc == sizes[i].rc && (rc || v == sizes[i].v), "size '%s': rc %d, value %llu",
+              sizes[i].text, rc, (unsigned long long)v);
+    }
     CHECK(set(&p, "channels", "64") == 0 && p.channels == 64, "channels 64");
     CHECK(set(&p, "channels", "65") == VMIG_EINVAL && p.channels == 64, "channels 65");
     CHECK(set(&p, "channels", "0") == VMIG_EINVAL, "channels 0");

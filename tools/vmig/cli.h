@@ -33,9 +33,6 @@ int cli_common_opt(cli_opts *o, int argc, char **argv, int *i);
 /* The help paragraph for the shared options and the parameter table. */
 void cli_print_common_help(FILE *f);
 
-/* Parse "4G", "512M", "4096" (powers of 1024). Returns 0 on success. */
-int cli_parse_size(const char *s, uint64_t *out);
-
 /* Format bytes as "1.50 GiB". */
 const char *cli_fmt_bytes(uint64_t v, char *buf, size_t len);
 

@@ -178,7 +178,7 @@ int cmd_bench(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--size") && v) {
             i++;
-            if (cli_parse_size(v, &c.size) || c.size == 0 || c.size % 4096) {
+            if (vmig_parse_size(v, &c.size) || c.size == 0 || c.size % 4096) {
                 fprintf(stderr, "vmig bench: --size '%s' must be a positive multiple of 4K\n", v);
                 return CLI_EXIT_USAGE;
             }

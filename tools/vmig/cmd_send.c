@@ -46,7 +46,7 @@ int cmd_send(int argc, char **argv)
         } else if (!strcmp(argv[i], "--name") && i + 1 < argc) {
             name = argv[++i];
         } else if (!strcmp(argv[i], "--page-size") && i + 1 < argc) {
-            if (cli_parse_size(argv[++i], &page_size) || page_size > UINT32_MAX) {
+            if (vmig_parse_size(argv[++i], &page_size) || page_size > UINT32_MAX) {
                 fprintf(stderr, "vmig send: bad page size '%s'\n", argv[i]);
                 return CLI_EXIT_USAGE;
             }
