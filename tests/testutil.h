@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int tu_failures;
 
@@ -50,6 +51,13 @@ static inline int tu_result(const char *name)
     }
     fprintf(stderr, "%s: all checks passed\n", name);
     return 0;
+}
+
+static inline uint64_t tu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* splitmix64: deterministic test data. */

@@ -73,9 +73,14 @@ int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *le
 }
 
 int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,
-                          vmig_error *err)
+                          int timeout_ms, vmig_error *err)
 {
+    uint64_t deadline =
+        timeout_ms < 0 ? UINT64_MAX : vmig_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     for (;;) {
+        if (vmig_now_ns() >= deadline)
+            return vmig_error_set(err, VMIG_ETIMEDOUT, "%s: no %s frame within %d ms",
+                                  s->control->peer, vmig_wire_ctl_name(expect), timeout_ms);
         if (vmig_session_aborted(s)) {
             pthread_mutex_lock(&s->lock);
             int code = vmig_error_copy(err, &s->err);

@@ -302,7 +302,13 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
     return 0;
 }
 
-/* Accept connections until the control channel arrives; returns its handshake. */
+/*
+ * Accept connections until the control channel arrives; returns its
+ * handshake. A well-formed data-channel handshake before any control
+ * channel is a leftover of an earlier attempt (a source that failed before
+ * this listener accepted all its channels leaves them in the backlog): it
+ * is closed and the wait goes on. Anything malformed refuses the run.
+ */
 static int accept_control(vmig_session *s, vmig_wire_hs *hs, vmig_error *err)
 {
     for (;;) {
@@ -310,8 +316,7 @@ static int accept_control(vmig_session *s, vmig_wire_hs *hs, vmig_error *err)
         int rc = s->listener->ops->accept(s->listener, -1, &s->abort, &c, err);
         if (rc)
             return rc;
-        vmig_error he = {0};
-        rc = read_handshake(s, c, hs, &he);
+        rc = read_handshake(s, c, hs, err);
         if (rc == 0 && hs->kind == VMIG_CH_CONTROL) {
             pthread_mutex_lock(&s->lock);
             s->control = c;
@@ -319,11 +324,8 @@ static int accept_control(vmig_session *s, vmig_wire_hs *hs, vmig_error *err)
             return 0;
         }
         vmig_conn_close(c);
-        if (rc == 0)
-            rc = vmig_error_set(&he, VMIG_EPROTO,
-                                "data channel %u connected before any control channel",
-                                hs->channel_id);
-        return vmig_error_copy(err, &he);
+        if (rc)
+            return rc;
     }
 }
 
@@ -480,7 +482,7 @@ int vmig_dest_run(vmig_session *s)
     payload = NULL;
     /* END comes once the source has sent FIN on every channel; a channel
      * failure shuts the control channel down and ends this read. */
-    rc = vmig_ctl_read_session(s, VMIG_CTL_END, &payload, &plen, &e);
+    rc = vmig_ctl_read_session(s, VMIG_CTL_END, &payload, &plen, -1, &e);
     if (rc) {
         /* The source gave up (ERROR) or the control channel broke: the
          * channel threads may still wait for data that will never come. */

@@ -170,9 +170,10 @@ struct vmig_digest vmig_block_digest_hashes(const vmig_block *b, bool dest);
 int vmig_ctl_write(vmig_conn *c, unsigned type, const uint8_t *payload, uint32_t len,
                    vmig_error *err);
 int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len, vmig_error *err);
-/* vmig_ctl_read() that gives up with the session's error when it aborts. */
+/* vmig_ctl_read() that gives up with the session's error when it aborts, and
+ * with VMIG_ETIMEDOUT after `timeout_ms` (-1: no limit). */
 int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,
-                          vmig_error *err);
+                          int timeout_ms, vmig_error *err);
 /* After a failure: if the peer sent an ERROR frame within `timeout_ms`,
  * make its reason the session's error (it explains our broken channels). */
 void vmig_session_take_peer_error(vmig_session *s, int timeout_ms);

@@ -361,7 +361,7 @@ static int send_end_and_wait(vmig_session *s, vmig_error *err)
         goto out;
     uint8_t *payload;
     uint32_t plen;
-    rc = vmig_ctl_read_session(s, VMIG_CTL_RESULT, &payload, &plen, err);
+    rc = vmig_ctl_read_session(s, VMIG_CTL_RESULT, &payload, &plen, -1, err);
     if (rc)
         goto out;
     vmig_wire_status st;
@@ -403,7 +403,11 @@ int vmig_source_run(vmig_session *s, const char *uri)
         goto fail;
     uint8_t *payload;
     uint32_t plen;
-    if ((rc = vmig_ctl_read(s->control, VMIG_CTL_READY, &payload, &plen, &e)))
+    /* A listener that never accepts us (busy with another migration, a
+     * stuck process) still completes the TCP handshake from its backlog:
+     * READY bounds the wait. */
+    if ((rc = vmig_ctl_read_session(s, VMIG_CTL_READY, &payload, &plen,
+                                    (int)s->p.connect_timeout_ms, &e)))
         goto fail;
     free(payload);
 
