@@ -6,6 +6,7 @@
 #ifndef VMIG_BASE_H
 #define VMIG_BASE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -86,6 +87,10 @@ unsigned vmig_cpu_features(void);
 /* ---- clocks ---- */
 uint64_t vmig_now_ns(void);        /* CLOCK_MONOTONIC */
 uint64_t vmig_thread_cpu_ns(void); /* CPU time of the calling thread */
+
+/* pthread_create() with every signal blocked in the new thread. Returns
+ * pthread_create()'s result. */
+int vmig_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* Power-of-two test. */
 static inline bool vmig_is_pow2(uint64_t v)

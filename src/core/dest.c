@@ -364,7 +364,7 @@ static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_e
         pthread_mutex_lock(&s->lock);
         ch->conn = c;
         pthread_mutex_unlock(&s->lock);
-        if (pthread_create(&ch->thread, NULL, dst_channel_main, ch))
+        if (vmig_thread_start(&ch->thread, dst_channel_main, ch))
             return vmig_error_set(err, VMIG_ENOMEM, "cannot start channel thread %u",
                                   hs.channel_id);
         ch->thread_started = true;

@@ -231,10 +231,14 @@ int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err)
 
 void vmig_session_shutdown_conns(vmig_session *s, bool control)
 {
+    /* Under the lock: the caller thread may be installing a connection that
+     * it has just accepted or connected. */
+    pthread_mutex_lock(&s->lock);
     if (control)
         vmig_conn_shutdown(s->control);
     for (uint32_t i = 0; i < s->nch; i++)
         vmig_conn_shutdown(s->ch[i].conn);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void wake_all(vmig_session *s)
@@ -279,9 +283,7 @@ void vmig_cancel(vmig_session *s)
         vmig_session_failf(s, VMIG_ECANCELED, "migration canceled");
         /* Make blocked socket calls return; connections are closed only
          * by the thread that runs the migration, after joining. */
-        pthread_mutex_lock(&s->lock);
         vmig_session_shutdown_conns(s, true);
-        pthread_mutex_unlock(&s->lock);
     }
 }
 
@@ -558,7 +560,7 @@ vmig_digest vmig_block_digest_memory(const vmig_block *b, uint32_t nthreads)
     uint32_t started = 0;
     nthreads = VMIG_MAX(1, VMIG_MIN(nthreads, VMIG_MAX_CHANNELS));
     for (uint32_t i = 1; i < nthreads; i++)
-        if (pthread_create(&th[started], NULL, digest_worker, &j) == 0)
+        if (vmig_thread_start(&th[started], digest_worker, &j) == 0)
             started++;
     digest_worker(&j); /* the caller works too, so no thread is also fine */
     for (uint32_t i = 0; i < started; i++)

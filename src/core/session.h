@@ -134,7 +134,7 @@ static inline bool vmig_session_aborted(vmig_session *s)
 }
 /* Shut down the data connections (and the control one too when `control`)
  * so that blocked I/O returns. A failing channel leaves the control channel
- * open, so that each side can still tell the other why. */
+ * open, so that each side can still tell the other why. Takes s->lock. */
 void vmig_session_shutdown_conns(vmig_session *s, bool control);
 /* Release connections and per-run resources (keeps blocks). */
 void vmig_session_reset_run(vmig_session *s);

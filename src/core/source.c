@@ -425,7 +425,7 @@ int vmig_source_run(vmig_session *s, const char *uri)
     }
     __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < s->nch; i++) {
-        if (pthread_create(&s->ch[i].thread, NULL, src_channel_main, &s->ch[i])) {
+        if (vmig_thread_start(&s->ch[i].thread, src_channel_main, &s->ch[i])) {
             rc = vmig_error_set(&e, VMIG_ENOMEM, "cannot start channel thread %u", i);
             vmig_session_fail(s, &e);
             break;
@@ -441,8 +441,10 @@ int vmig_source_run(vmig_session *s, const char *uri)
     if (!rc)
         rc = push_markers(s, VMIG_JOB_FIN, 1, &seq);
     for (uint32_t i = 0; i < s->nch; i++)
-        if (s->ch[i].thread_started)
+        if (s->ch[i].thread_started) {
             pthread_join(s->ch[i].thread, NULL);
+            s->ch[i].thread_started = false; /* the failure path joins the rest */
+        }
     if (vmig_session_aborted(s)) {
         rc = s->err.code ? s->err.code : VMIG_ECANCELED;
         goto fail;

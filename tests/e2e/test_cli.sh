@@ -72,7 +72,10 @@ fail() {
 check() {
     local d=$1
     shift
-    if "$@"; then pass "$d"; else fail "$d"; fi
+    if "$@"; then pass "$d"; else
+        fail "$d"
+        return 1
+    fi
 }
 
 # run NAME CMD...: run with a deadline; stdout/stderr in $T/NAME.{out,err}, status in RC.
@@ -448,7 +451,8 @@ check "sender killed mid-transfer: the OUTPUT recv created is removed" [ ! -e "$
 head -c $SIZE /dev/urandom >"$STALE"
 interrupt termed "$STALE" TERM
 check "SIGTERM to a sender mid-transfer: send exits 4, recv exits 1" \
-    eval '[ "$SRC" = 4 ] && has termed.s.err "canceled" && [ "$WRC" = 1 ]'
+    eval '[ "$SRC" = 4 ] && has termed.s.err "canceled" && [ "$WRC" = 1 ]' ||
+    echo "# send exited ${SRC:-?}, recv ${WRC:-?}; send said: $(head -c 300 "$T/termed.s.err" 2>/dev/null)"
 check "SIGTERM to a sender mid-transfer: reused OUTPUT kept, with a warning" \
     eval '[ -e "$STALE" ] && has termed.err "partial image"'
 

@@ -192,8 +192,17 @@ int cli_run(vmig_session *s, cli_run_fn fn, void *arg, const cli_opts *o, const 
     sigaction(SIGTERM, &sa, &old_term);
     got_signal = 0;
     bool progress = o->progress > 0 || (o->progress < 0 && isatty(2));
+    /* SIGINT and SIGTERM go to this thread only: the worker (and every
+     * thread it starts) is created with them blocked. */
+    sigset_t stop, old_mask;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old_mask);
     pthread_t t;
-    if (pthread_create(&t, NULL, run_thread, &r)) {
+    int prc = pthread_create(&t, NULL, run_thread, &r);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    if (prc) {
         snprintf(err->msg, sizeof(err->msg), "cannot start a thread");
         err->code = VMIG_ENOMEM;
         return VMIG_ENOMEM;

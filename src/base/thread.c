@@ -1,0 +1,19 @@
+/* Threads the library starts. */
+#include <pthread.h>
+#include <signal.h>
+
+#include "base.h"
+
+int vmig_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    /* Block every signal in the new thread (it inherits the mask of its
+     * creator): process signals belong to the application's threads, not
+     * to ours, whose blocking socket calls would otherwise fail with EINTR
+     * wherever the kernel happens to deliver them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
