@@ -121,15 +121,20 @@ int main(int argc, char **argv)
 {
     size_t mib = 2048;
     int sleep_s = 20;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--size") && i + 1 < argc) {
             mib = strtoull(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--sleep") && i + 1 < argc) {
             sleep_s = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--case") && i + 1 < argc) {
+            only = argv[++i];
         } else {
-            printf("Usage: bench_fault [--size MiB] [--sleep SECONDS]\n"
+            printf("Usage: bench_fault [--size MiB] [--sleep SECONDS] [--case NAME]\n"
                    "Touches half of SIZE MiB (default 2048) of fresh memory in runs of 16\n"
-                   "pages, once per method, idling SECONDS (default 20) before each case.\n");
+                   "pages, once per method, idling SECONDS (default 20) before each case.\n"
+                   "--case runs one case only: MEM-METHOD-THREADS[-huge], e.g.\n"
+                   "shm-populate-2 (a benchmark's first-touch floor), anon-fault-1.\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
@@ -143,9 +148,21 @@ int main(int argc, char **argv)
         {"shm", false, true, 2},  {"anon", false, true, 2}, {"anon", true, true, 2},
     };
     printf("# first write to %zu MiB of never-touched memory (half of %zu MiB)\n", mib / 2, mib);
+    bool found = !only;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "%s-%s-%d%s", cases[i].mem,
+                 cases[i].populate ? "populate" : "fault", cases[i].threads,
+                 cases[i].huge ? "-huge" : "");
+        if (only && strcmp(only, name))
+            continue;
+        found = true;
         sleep((unsigned)sleep_s);
         one(cases[i].mem, cases[i].huge, cases[i].populate, cases[i].threads, len);
+    }
+    if (!found) {
+        fprintf(stderr, "bench_fault: no case '%s' (see --help)\n", only);
+        return 2;
     }
     return 0;
 }

@@ -2,7 +2,9 @@
 """The foundation benchmarks (issue 2), each as a ratio to a reference
 measured in the same run, medians of --runs repetitions.
 
-  cold      vmig bench --cold     vs  bench_plain (cold):   time ratio, CPU seconds
+  cold      vmig bench --cold     vs  bench_plain (cold):   time ratio, CPU seconds,
+            and the first-touch floor (bench_fault): CPU that populating the same
+            number of fresh pages costs by itself, in the same run
   prefault  vmig bench --prefault vs  bench_plain --prefault: time ratio, seconds
   zero      bench_zero: vmig_is_zero vs ISA-L isal_zero_detect and one-core read bandwidth
 
@@ -48,14 +50,38 @@ def plain_run(build, size, mode):
             "cpu_send": j["cpu_send"], "cpu_recv": j["cpu_recv"]}
 
 
+def floor_run(build, size, mode):
+    """The first-touch floor of a cold run: CPU to populate as many fresh
+    /dev/shm pages as the mix has non-zero ones (half the image), with two
+    threads, and nothing else. Every cold receiver pays at least this."""
+    mib = int(parse_size(size) >> 20)
+    out = subprocess.run([f"{build}/bench/bench_fault", "--size", str(mib), "--sleep", "0",
+                          "--case", "shm-populate-2"], check=True, stdout=subprocess.PIPE,
+                         text=True).stdout
+    line = out.strip().splitlines()[-1].split()
+    wall = float(line[line.index("wall") - 2])
+    cpu = float(line[line.index("CPU") - 2])
+    return {"seconds": wall, "cpu": cpu, "cpu_send": 0.0, "cpu_recv": cpu}
+
+
+def parse_size(text):
+    units = {"K": 10, "M": 20, "G": 30, "T": 40}
+    if text[-1].upper() in units:
+        return int(text[:-1]) << units[text[-1].upper()]
+    return int(text)
+
+
 def med(rows, key):
     return statistics.median(r[key] for r in rows)
 
 
 def pair(args, mode):
-    plain, vm = [], []
+    plain, vm, floor = [], [], []
+    sides = [("plain", plain_run, plain), ("vmig", vmig_run, vm)]
+    if mode == "cold":
+        sides.append(("floor", floor_run, floor))
     for i in range(args.runs):
-        for name, fn, acc in (("plain", plain_run, plain), ("vmig", vmig_run, vm)):
+        for name, fn, acc in sides:
             if mode == "cold" and args.idle > 0:
                 time.sleep(args.idle)
             r = fn(args.build, args.size, mode)
@@ -64,6 +90,7 @@ def pair(args, mode):
                   f"cpu {r['cpu']:6.3f} s (send {r['cpu_send']:.3f}, recv {r['cpu_recv']:.3f})",
                   file=sys.stderr, flush=True)
     return {
+        "floor_cpu": med(floor, "cpu") if floor else None,
         "plain_seconds": med(plain, "seconds"), "vmig_seconds": med(vm, "seconds"),
         "plain_cpu": med(plain, "cpu"), "vmig_cpu": med(vm, "cpu"),
         "vmig_cpu_send": med(vm, "cpu_send"), "vmig_cpu_recv": med(vm, "cpu_recv"),
@@ -115,6 +142,11 @@ def main():
             print(f"| {mode}: CPU (send + recv) | {r['vmig_cpu']:.3f} s ({r['vmig_cpu_send']:.3f}"
                   f" + {r['vmig_cpu_recv']:.3f}) | plain pair {r['plain_cpu']:.3f} s | "
                   f"{r['vmig_cpu'] / r['plain_cpu']:.2f}x | {'<= 2.5 s' if mode == 'cold' else '-'} |")
+    if "cold" in res and res["cold"]["floor_cpu"] is not None:
+        f = res["cold"]["floor_cpu"]
+        print(f"| cold: first-touch floor (CPU to populate the same number of fresh /dev/shm "
+              f"pages, 2 threads, nothing else) | - | {f:.3f} s | vmig is {res['cold']['vmig_cpu'] - f:.3f} s "
+              f"above it, plain {res['cold']['plain_cpu'] - f:.3f} s | - |")
     if "zero" in res:
         z = res["zero"]
         v, i, s = (z.get(("zero", k)) for k in ("vmig_is_zero", "isal", "stream"))
