@@ -4,7 +4,7 @@
 
 #include "base.h"
 
-int vmig_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+int vmig_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg)
 {
     /* Block every signal in the new thread (it inherits the mask of its
      * creator): process signals belong to the application's threads, not
@@ -15,5 +15,7 @@ int vmig_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(t, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0 && name)
+        pthread_setname_np(*t, name); /* cosmetic (top, perf): failure is harmless */
     return rc;
 }

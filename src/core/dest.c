@@ -205,9 +205,6 @@ static void *dst_channel_main(void *arg)
 {
     vmig_channel *c = arg;
     vmig_session *s = c->s;
-    char name[16];
-    snprintf(name, sizeof(name), "vmig-recv%u", c->id);
-    pthread_setname_np(pthread_self(), name);
     uint64_t cpu0 = vmig_thread_cpu_ns();
     uint32_t hint = 0;
     while (!c->fin && !vmig_session_aborted(s)) {
@@ -364,7 +361,9 @@ static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_e
         pthread_mutex_lock(&s->lock);
         ch->conn = c;
         pthread_mutex_unlock(&s->lock);
-        if (vmig_thread_start(&ch->thread, dst_channel_main, ch))
+        char name[16];
+        snprintf(name, sizeof(name), "vmig-recv%u", hs.channel_id);
+        if (vmig_thread_start(&ch->thread, name, dst_channel_main, ch))
             return vmig_error_set(err, VMIG_ENOMEM, "cannot start channel thread %u",
                                   hs.channel_id);
         ch->thread_started = true;

@@ -560,7 +560,7 @@ vmig_digest vmig_block_digest_memory(const vmig_block *b, uint32_t nthreads)
     uint32_t started = 0;
     nthreads = VMIG_MAX(1, VMIG_MIN(nthreads, VMIG_MAX_CHANNELS));
     for (uint32_t i = 1; i < nthreads; i++)
-        if (vmig_thread_start(&th[started], digest_worker, &j) == 0)
+        if (vmig_thread_start(&th[started], "vmig-digest", digest_worker, &j) == 0)
             started++;
     digest_worker(&j); /* the caller works too, so no thread is also fine */
     for (uint32_t i = 0; i < started; i++)

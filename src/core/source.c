@@ -126,9 +126,6 @@ static void *src_channel_main(void *arg)
 {
     vmig_channel *c = arg;
     vmig_session *s = c->s;
-    char name[16];
-    snprintf(name, sizeof(name), "vmig-send%u", c->id);
-    pthread_setname_np(pthread_self(), name); /* as QEMU's multifdsend_N */
     uint64_t cpu0 = vmig_thread_cpu_ns();
     for (;;) {
         pthread_mutex_lock(&s->lock);
@@ -425,7 +422,9 @@ int vmig_source_run(vmig_session *s, const char *uri)
     }
     __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < s->nch; i++) {
-        if (vmig_thread_start(&s->ch[i].thread, src_channel_main, &s->ch[i])) {
+        char name[16];
+        snprintf(name, sizeof(name), "vmig-send%u", i); /* as QEMU's multifdsend_N */
+        if (vmig_thread_start(&s->ch[i].thread, name, src_channel_main, &s->ch[i])) {
             rc = vmig_error_set(&e, VMIG_ENOMEM, "cannot start channel thread %u", i);
             vmig_session_fail(s, &e);
             break;
