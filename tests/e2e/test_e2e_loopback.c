@@ -12,6 +12,7 @@
 #include <vmig/vmig.h>
 
 #include "../testutil.h"
+#include "../tu_migrate.h"
 
 typedef struct blockdef {
     const char *name;
@@ -27,34 +28,6 @@ static const blockdef blocks[] = {
     {"tiny", 1, 4096, false},
 };
 #define NBLOCKS (sizeof(blocks) / sizeof(blocks[0]))
-
-typedef struct side {
-    vmig_session *s;
-    const char *uri;
-    int rc;
-    vmig_error err;
-} side;
-
-static void *run_src(void *p)
-{
-    side *x = p;
-    x->rc = vmig_migrate(x->s, x->uri, &x->err);
-    return NULL;
-}
-
-static void *run_dst(void *p)
-{
-    side *x = p;
-    x->rc = vmig_incoming_run(x->s, &x->err);
-    return NULL;
-}
-
-static void *map(uint64_t len)
-{
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(m != MAP_FAILED, "mmap %llu", (unsigned long long)len);
-    return m;
-}
 
 /* Source content: a third zero pages, a third random, a third with a single
  * non-zero byte somewhere (the hardest case for zero detection). */
@@ -94,7 +67,7 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
     REQUIRE(!vmig_params_set(&p, "verify", verify, &e), "%s", e.msg);
     REQUIRE(!vmig_params_set(&p, "packet-pages", packet_pages, &e), "%s", e.msg);
 
-    side src = {0}, dst = {0};
+    tu_side src = {0}, dst = {0};
     REQUIRE(!vmig_session_create(&src.s, VMIG_ROLE_SOURCE, &p, &e), "%s", e.msg);
     REQUIRE(!vmig_session_create(&dst.s, VMIG_ROLE_DEST, NULL, &e), "%s", e.msg);
 
@@ -103,8 +76,8 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
     for (size_t i = 0; i < NBLOCKS; i++) {
         const blockdef *b = &blocks[i];
         uint64_t len = b->pages * b->page_size;
-        sm[i] = map(len);
-        dm[i] = map(len);
+        sm[i] = tu_map(len);
+        dm[i] = tu_map(len);
         expect_zero += fill_source(sm[i], b, 1000 + i);
         total_pages += b->pages;
         if (b->dest_reused)
@@ -121,8 +94,8 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
     REQUIRE(!vmig_incoming_uri(dst.s, uri, sizeof(uri)), "uri");
     src.uri = uri;
     pthread_t ts, td;
-    pthread_create(&td, NULL, run_dst, &dst);
-    pthread_create(&ts, NULL, run_src, &src);
+    pthread_create(&td, NULL, tu_run_dst, &dst);
+    pthread_create(&ts, NULL, tu_run_src, &src);
     pthread_join(ts, NULL);
     pthread_join(td, NULL);
     CHECK(src.rc == 0, "%s ch=%u zero=%s verify=%s: source failed: %s", uri, channels, zero, verify,

@@ -24,6 +24,7 @@
 #include <vmig/vmig.h>
 
 #include "../testutil.h"
+#include "../tu_migrate.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define SANITIZED_BUILD 1
@@ -42,14 +43,6 @@
 /* 128 pages per packet (the default) plus a generous header allowance. */
 #define PACKET_BYTES (128ull * PAGE + 4096)
 
-typedef struct side {
-    vmig_session *s;
-    const char *uri;
-    int rc;
-    vmig_error err;
-    int done; /* atomic */
-} side;
-
 typedef struct run_result {
     double wall_s;         /* CLOCK_MONOTONIC, threads started .. both joined */
     vmig_stats src, dst;   /* after the run */
@@ -60,31 +53,7 @@ typedef struct run_result {
 
 static double now_s(void)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static void *run_src(void *p)
-{
-    side *x = p;
-    x->rc = vmig_migrate(x->s, x->uri, &x->err);
-    __atomic_store_n(&x->done, 1, __ATOMIC_RELEASE);
-    return NULL;
-}
-
-static void *run_dst(void *p)
-{
-    side *x = p;
-    x->rc = vmig_incoming_run(x->s, &x->err);
-    return NULL;
-}
-
-static void *map(uint64_t len)
-{
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(m != MAP_FAILED, "mmap %llu", (unsigned long long)len);
-    return m;
+    return (double)tu_now_ns() * 1e-9;
 }
 
 /* Migrate `image` once with max-bandwidth `bw` (text, as on a command line). */
@@ -98,10 +67,10 @@ static void migrate_once(const uint8_t *image, const char *bw, uint64_t rate, ru
     REQUIRE(p.max_bandwidth == rate, "max-bandwidth %s parsed as %llu, expected %llu", bw,
             (unsigned long long)p.max_bandwidth, (unsigned long long)rate);
 
-    side src = {0}, dst = {0};
+    tu_side src = {0}, dst = {0};
     REQUIRE(!vmig_session_create(&src.s, VMIG_ROLE_SOURCE, &p, &e), "%s", e.msg);
     REQUIRE(!vmig_session_create(&dst.s, VMIG_ROLE_DEST, NULL, &e), "%s", e.msg);
-    uint8_t *dm = map(IMAGE_BYTES);
+    uint8_t *dm = tu_map(IMAGE_BYTES);
     REQUIRE(!vmig_ram_add(src.s, "ram", (void *)image, IMAGE_BYTES, PAGE, 0, &e), "%s", e.msg);
     REQUIRE(!vmig_ram_add(dst.s, "ram", dm, IMAGE_BYTES, PAGE, VMIG_RAM_ZEROED, &e), "%s", e.msg);
     char uri[256];
@@ -112,8 +81,8 @@ static void migrate_once(const uint8_t *image, const char *bw, uint64_t rate, ru
     memset(out, 0, sizeof(*out));
     pthread_t ts, td;
     double t0 = now_s();
-    REQUIRE(!pthread_create(&td, NULL, run_dst, &dst), "pthread_create");
-    REQUIRE(!pthread_create(&ts, NULL, run_src, &src), "pthread_create");
+    REQUIRE(!pthread_create(&td, NULL, tu_run_dst, &dst), "pthread_create");
+    REQUIRE(!pthread_create(&ts, NULL, tu_run_src, &src), "pthread_create");
     /* Sample the source while it runs. Bytes are counted after their write,
      * and a write starts no earlier than its slot, so at any moment the count
      * is at most rate * (elapsed + 10 ms of banked credit) plus the packets
@@ -245,7 +214,7 @@ int main(void)
 {
     check_params();
 
-    uint8_t *image = map(IMAGE_BYTES);
+    uint8_t *image = tu_map(IMAGE_BYTES);
     uint64_t seed = 42;
     for (uint64_t i = 0; i < IMAGE_BYTES; i += 8) {
         uint64_t v = tu_rand(&seed) | 1; /* no page can be zero */
