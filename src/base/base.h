@@ -89,7 +89,7 @@ uint64_t vmig_now_ns(void);        /* CLOCK_MONOTONIC */
 uint64_t vmig_thread_cpu_ns(void); /* CPU time of the calling thread */
 
 /* pthread_create() with every signal blocked in the new thread, named
- * `name` (at most 15 bytes; NULL: unnamed). Returns pthread_create()'s result. */
+ * `name` (cut to 15 bytes; NULL: unnamed). Returns pthread_create()'s result. */
 int vmig_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg);
 
 /* Power-of-two test. */

@@ -15,7 +15,12 @@ int vmig_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void 
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(t, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc == 0 && name)
-        pthread_setname_np(*t, name); /* cosmetic (top, perf): failure is harmless */
+    if (rc == 0 && name) {
+        char n[16]; /* the kernel keeps 15 bytes */
+        size_t len = strnlen(name, sizeof(n) - 1);
+        memcpy(n, name, len);
+        n[len] = 0;
+        pthread_setname_np(*t, n); /* cosmetic (top, perf): failure is harmless */
+    }
     return rc;
 }

@@ -361,7 +361,7 @@ static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_e
         pthread_mutex_lock(&s->lock);
         ch->conn = c;
         pthread_mutex_unlock(&s->lock);
-        char name[16];
+        char name[32];
         snprintf(name, sizeof(name), "vmig-recv%u", hs.channel_id);
         if (vmig_thread_start(&ch->thread, name, dst_channel_main, ch))
             return vmig_error_set(err, VMIG_ENOMEM, "cannot start channel thread %u",

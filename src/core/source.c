@@ -422,7 +422,7 @@ int vmig_source_run(vmig_session *s, const char *uri)
     }
     __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < s->nch; i++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof(name), "vmig-send%u", i); /* as QEMU's multifdsend_N */
         if (vmig_thread_start(&s->ch[i].thread, name, src_channel_main, &s->ch[i])) {
             rc = vmig_error_set(&e, VMIG_ENOMEM, "cannot start channel thread %u", i);
