@@ -127,7 +127,8 @@ const char *vmig_wire_ctl_name(unsigned type)
 {
     static const char *const names[] = {
         [VMIG_CTL_HELLO] = "HELLO",   [VMIG_CTL_READY] = "READY", [VMIG_CTL_END] = "END",
-        [VMIG_CTL_RESULT] = "RESULT", [VMIG_CTL_ERROR] = "ERROR",
+        [VMIG_CTL_RESULT] = "RESULT", [VMIG_CTL_ERROR] = "ERROR", [VMIG_CTL_DEVSTATE] = "DEVSTATE",
+        [VMIG_CTL_COMMIT] = "COMMIT",
     };
     if (type < VMIG_ARRAY_SIZE(names) && names[type])
         return names[type];
@@ -148,9 +149,9 @@ int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
                              uint32_t *payload_len, vmig_error *err)
 {
     unsigned t = vmig_get_be16(in);
-    if (t < VMIG_CTL_HELLO || t > VMIG_CTL_ERROR)
+    if (t < VMIG_CTL_HELLO || t > VMIG_CTL_TYPE_MAX)
         return vmig_error_set(err, VMIG_EPROTO,
-                              "control frame: type %u is not one of 1 (HELLO) .. 5 (ERROR)", t);
+                              "control frame: type %u is not one of 1 (HELLO) .. 7 (COMMIT)", t);
     uint16_t flags = vmig_get_be16(in + 2);
     if (flags)
         return vmig_error_set(err, VMIG_EPROTO, "control frame %s: flags 0x%04x must be 0",
@@ -160,10 +161,11 @@ int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
         return vmig_error_set(err, VMIG_EPROTO,
                               "control frame %s: payload length %" PRIu32 " exceeds the limit %u",
                               vmig_wire_ctl_name(t), len, VMIG_WIRE_MAX_CTL_PAYLOAD);
-    /* READY has no payload decoder: its one rule is checked here. */
-    if (t == VMIG_CTL_READY && len != 0)
+    /* READY and COMMIT have no payload decoder: their one rule is checked here. */
+    if ((t == VMIG_CTL_READY || t == VMIG_CTL_COMMIT) && len != 0)
         return vmig_error_set(err, VMIG_EPROTO,
-                              "control frame READY: payload length %" PRIu32 " must be 0", len);
+                              "control frame %s: payload length %" PRIu32 " must be 0",
+                              vmig_wire_ctl_name(t), len);
     *type = t;
     *payload_len = len;
     return 0;
@@ -222,9 +224,10 @@ static int hello_check_fixed(uint32_t packet_pages, uint16_t channels, uint8_t z
     if (verify > 2)
         return vmig_error_set(err, code, "HELLO: verify %u is not 0 (off), 1 (on) or 2 (full)",
                               verify);
-    if (features)
-        return vmig_error_set(err, code, "HELLO: features 0x%08" PRIx32 " must be 0 in version 1",
-                              features);
+    if (features & ~VMIG_HELLO_F_KNOWN)
+        return vmig_error_set(err, code,
+                              "HELLO: features 0x%08" PRIx32 " has unknown bits (known: 0x%08x)",
+                              features, VMIG_HELLO_F_KNOWN);
     if (nblocks < 1)
         return vmig_error_set(err, code, "HELLO: nblocks 0 is below the minimum 1");
     if (nblocks > VMIG_WIRE_MAX_BLOCKS)
@@ -276,15 +279,15 @@ static uint32_t hello_find_dup(const vmig_wire_block *blocks, uint32_t i, const 
 
 int vmig_wire_hello_encode(const vmig_wire_hello *h, uint8_t *out, size_t cap)
 {
-    if (hello_check_fixed(h->packet_pages, h->channels, h->zero_detect, h->verify, 0, h->nblocks,
-                          VMIG_WIRE_MAX_BLOCKS, VMIG_EINVAL, NULL) ||
+    if (hello_check_fixed(h->packet_pages, h->channels, h->zero_detect, h->verify, h->features,
+                          h->nblocks, VMIG_WIRE_MAX_BLOCKS, VMIG_EINVAL, NULL) ||
         !h->blocks || cap < HELLO_FIXED)
         return VMIG_EINVAL;
     vmig_put_be32(out, h->packet_pages);
     vmig_put_be16(out + 4, h->channels);
     out[6] = h->zero_detect;
     out[7] = h->verify;
-    vmig_put_be32(out + 8, 0);
+    vmig_put_be32(out + 8, h->features);
     vmig_put_be32(out + 12, h->nblocks);
     size_t pos = HELLO_FIXED;
     for (uint32_t i = 0; i < h->nblocks; i++) {
@@ -374,6 +377,7 @@ int vmig_wire_hello_decode(const uint8_t *in, size_t len, vmig_wire_hello *h, ui
     h->channels = channels;
     h->zero_detect = zero_detect;
     h->verify = verify;
+    h->features = features;
     h->nblocks = nblocks;
     return 0;
 }

@@ -56,7 +56,14 @@ enum vmig_ctl_type {
     VMIG_CTL_END = 3,
     VMIG_CTL_RESULT = 4,
     VMIG_CTL_ERROR = 5,
+    VMIG_CTL_DEVSTATE = 6, /* source: the device state blob, after FIN, before END */
+    VMIG_CTL_COMMIT = 7,   /* source: RESULT ok was received; the destination may run */
 };
+#define VMIG_CTL_TYPE_MAX VMIG_CTL_COMMIT
+
+/* HELLO feature bits. */
+#define VMIG_HELLO_F_DEVSTATE 0x1u /* a DEVSTATE frame comes before END */
+#define VMIG_HELLO_F_KNOWN    VMIG_HELLO_F_DEVSTATE
 
 /* Name of a control type for messages ("HELLO"); "unknown" otherwise. */
 const char *vmig_wire_ctl_name(unsigned type);
@@ -68,7 +75,8 @@ const char *vmig_wire_ctl_name(unsigned type);
  */
 size_t vmig_wire_ctl_frame(uint8_t *out, unsigned type, uint32_t payload_len);
 
-/* Decode a control header: type known, flags 0, length <= MAX_CTL_PAYLOAD. */
+/* Decode a control header: type known, flags 0, length <= MAX_CTL_PAYLOAD,
+ * READY and COMMIT empty. */
 int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
                              uint32_t *payload_len, vmig_error *err);
 /* Check the crc trailer of a whole frame (header + payload + crc). */
@@ -85,6 +93,7 @@ typedef struct vmig_wire_hello {
     uint16_t channels;
     uint8_t zero_detect;
     uint8_t verify;
+    uint32_t features; /* VMIG_HELLO_F_* */
     uint32_t nblocks;
     vmig_wire_block *blocks; /* caller-provided array */
 } vmig_wire_hello;

@@ -45,7 +45,10 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
             same(vmig_wire_hello_encode(&h, out, cap), p, len);
         return rc;
     }
+    case VMIG_CTL_DEVSTATE: /* opaque bytes for the application: any length up to the limit */
+        return 0;
     case VMIG_CTL_READY: /* empty: vmig_wire_ctl_decode_hdr() checked it */
+    case VMIG_CTL_COMMIT:
         if (len != 0)
             __builtin_trap();
         return 0;
@@ -88,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_err(rc, &err);
     if (rc)
         return 0;
-    if (type < VMIG_CTL_HELLO || type > VMIG_CTL_ERROR || len > VMIG_WIRE_MAX_CTL_PAYLOAD)
+    if (type < VMIG_CTL_HELLO || type > VMIG_CTL_TYPE_MAX || len > VMIG_WIRE_MAX_CTL_PAYLOAD)
         __builtin_trap();
     if (size - VMIG_CTL_HDR_LEN < (size_t)len + VMIG_CTL_TRAILER_LEN)
         return 0; /* the frame has not arrived */

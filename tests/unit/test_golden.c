@@ -117,7 +117,7 @@ static const uint8_t *ctl_check(const char *name, const uint8_t *f, size_t n, un
     return f + VMIG_CTL_HDR_LEN;
 }
 
-static void test_hello(void)
+static void test_hello(const char *name, uint32_t features)
 {
     vmig_wire_block bl[2] = {
         {.name = "pc.ram", .length = 1ull << 30, .page_size = 4096},
@@ -127,6 +127,7 @@ static void test_hello(void)
                          .channels = HELLO_CH,
                          .zero_detect = 2,
                          .verify = 1,
+                         .features = features,
                          .nblocks = 2,
                          .blocks = bl};
     uint8_t b[256];
@@ -134,18 +135,18 @@ static void test_hello(void)
     REQUIRE(p > 0, "HELLO encode");
     size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_HELLO, (uint32_t)p);
     size_t n;
-    uint8_t *f = golden("ctl_hello.bin", b, len, &n);
+    uint8_t *f = golden(name, b, len, &n);
     if (!f)
         return;
     uint32_t plen;
-    const uint8_t *pl = ctl_check("ctl_hello.bin", f, n, VMIG_CTL_HELLO, &plen);
+    const uint8_t *pl = ctl_check(name, f, n, VMIG_CTL_HELLO, &plen);
     vmig_wire_block out[4];
     vmig_wire_hello d = {.blocks = out};
     vmig_error e = {0};
-    CHECK(!vmig_wire_hello_decode(pl, plen, &d, 4, &e), "HELLO: %s", e.msg);
+    CHECK(!vmig_wire_hello_decode(pl, plen, &d, 4, &e), "%s: %s", name, e.msg);
     CHECK(d.packet_pages == HELLO_PP && d.channels == HELLO_CH && d.zero_detect == 2 &&
-              d.verify == 1 && d.nblocks == 2,
-          "HELLO fields");
+              d.verify == 1 && d.features == features && d.nblocks == 2,
+          "%s fields", name);
     for (int i = 0; i < 2; i++)
         CHECK(!strcmp(out[i].name, bl[i].name) && out[i].length == bl[i].length &&
                   out[i].page_size == bl[i].page_size,
@@ -153,17 +154,35 @@ static void test_hello(void)
     free(f);
 }
 
-static void test_ready(void)
+/* READY and COMMIT: empty frames. */
+static void test_empty(const char *name, unsigned type)
 {
     uint8_t b[12];
-    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_READY, 0);
+    size_t len = vmig_wire_ctl_frame(b, type, 0);
     size_t n;
-    uint8_t *f = golden("ctl_ready.bin", b, len, &n);
+    uint8_t *f = golden(name, b, len, &n);
     if (!f)
         return;
     uint32_t plen;
-    ctl_check("ctl_ready.bin", f, n, VMIG_CTL_READY, &plen);
-    CHECK(plen == 0, "READY payload %u", plen);
+    ctl_check(name, f, n, type, &plen);
+    CHECK(plen == 0, "%s payload %u", name, plen);
+    free(f);
+}
+
+/* DEVSTATE: the payload is the application's bytes, as they are. */
+static void test_devstate(void)
+{
+    static const char blob[] = "device state: 16";
+    uint8_t b[64];
+    memcpy(b + VMIG_CTL_HDR_LEN, blob, 16);
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_DEVSTATE, 16);
+    size_t n;
+    uint8_t *f = golden("ctl_devstate.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    const uint8_t *pl = ctl_check("ctl_devstate.bin", f, n, VMIG_CTL_DEVSTATE, &plen);
+    CHECK(plen == 16 && !memcmp(pl, blob, 16), "DEVSTATE payload");
     free(f);
 }
 
@@ -277,8 +296,11 @@ int main(void)
     const char *u = getenv("VMIG_GOLDEN_UPDATE");
     update = u && !strcmp(u, "1");
     test_handshakes();
-    test_hello();
-    test_ready();
+    test_hello("ctl_hello.bin", 0);
+    test_hello("ctl_hello_devstate.bin", VMIG_HELLO_F_DEVSTATE);
+    test_empty("ctl_ready.bin", VMIG_CTL_READY);
+    test_empty("ctl_commit.bin", VMIG_CTL_COMMIT);
+    test_devstate();
     test_end();
     test_status(false);
     test_status(true);

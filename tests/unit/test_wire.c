@@ -225,8 +225,9 @@ static void test_handshake(void)
 
 static void test_ctl_frame(void)
 {
-    static const char *names[] = {"unknown", "HELLO", "READY", "END", "RESULT", "ERROR", "unknown"};
-    for (unsigned t = 0; t < 7; t++)
+    static const char *names[] = {"unknown", "HELLO",    "READY",  "END",    "RESULT",
+                                  "ERROR",   "DEVSTATE", "COMMIT", "unknown"};
+    for (unsigned t = 0; t < 9; t++)
         CHECK(!strcmp(vmig_wire_ctl_name(t), names[t]), "ctl_name(%u)", t);
     CHECK(!strcmp(vmig_wire_ctl_name(0x10001), "unknown"), "ctl_name(large)");
 
@@ -264,11 +265,11 @@ static void test_ctl_frame(void)
     /* the caller's length must be the header's */
     FAILS(vmig_wire_ctl_check_crc(f, 7, ERR), VMIG_EINVAL, "payload_len");
 
-    /* type: 0 and 6 and 0xFFFF rejected, 1..5 accepted */
+    /* type: 0 and 8 and 0xFFFF rejected, 1..7 accepted */
     uint8_t h[8] = {0};
-    for (unsigned t = 0; t <= 6; t++) {
+    for (unsigned t = 0; t <= 8; t++) {
         vmig_put_be16(h, (uint16_t)t);
-        if (t >= 1 && t <= 5)
+        if (t >= 1 && t <= 7)
             OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
         else
             EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "type");
@@ -286,6 +287,18 @@ static void test_ctl_frame(void)
     vmig_put_be16(h, VMIG_CTL_READY);
     vmig_put_be32(h + 4, 1);
     EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "READY: payload length 1");
+    vmig_put_be32(h + 4, 0);
+    OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
+    /* COMMIT too; DEVSTATE takes any length up to the limit */
+    vmig_put_be16(h, VMIG_CTL_COMMIT);
+    vmig_put_be32(h + 4, 1);
+    EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "COMMIT: payload length 1");
+    vmig_put_be32(h + 4, 0);
+    OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
+    CHECK(type == VMIG_CTL_COMMIT, "COMMIT type %u", type);
+    vmig_put_be16(h, VMIG_CTL_DEVSTATE);
+    vmig_put_be32(h + 4, VMIG_WIRE_MAX_CTL_PAYLOAD);
+    OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
     vmig_put_be32(h + 4, 0);
     OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
     vmig_put_be16(h, VMIG_CTL_HELLO);
@@ -431,6 +444,12 @@ static void test_hello(void)
         b = hin;
         b.blocks = NULL;
         CHECK(vmig_wire_hello_encode(&b, enc, sizeof(enc)) == VMIG_EINVAL, "no blocks");
+        b = hin;
+        b.features = VMIG_HELLO_F_DEVSTATE;
+        CHECK(vmig_wire_hello_encode(&b, enc, sizeof(enc)) > 0 && vmig_get_be32(enc + 8) == 1,
+              "features encoded");
+        b.features = 2;
+        CHECK(vmig_wire_hello_encode(&b, enc, sizeof(enc)) == VMIG_EINVAL, "unknown feature");
     }
 
     /* packet_pages: 0 rejected, 1 and 1024 accepted, 1025 rejected */
@@ -448,8 +467,17 @@ static void test_hello(void)
     EPROTO_(hello1(r, 1, 1, 3, 0, 0, 4096, 4096), "zero_detect");
     EPROTO_(hello1(r, 1, 1, 255, 0, 0, 4096, 4096), "zero_detect");
     EPROTO_(hello1(r, 1, 1, 0, 3, 0, 4096, 4096), "verify");
-    /* features must be 0 */
-    EPROTO_(hello1(r, 1, 1, 0, 0, 1, 4096, 4096), "features");
+    /* features: bit 0 (DEVSTATE) known, every other bit refused */
+    OK(hello1(r, 1, 1, 0, 0, VMIG_HELLO_F_DEVSTATE, 4096, 4096));
+    {
+        vmig_wire_hello hf;
+        hello_fixed(r, 1, 1, 0, 0, VMIG_HELLO_F_DEVSTATE, 1);
+        hello_block(r, "ram", 3, 4096, 4096);
+        OK(hello_dec(r, &hf, VMIG_WIRE_MAX_BLOCKS));
+        CHECK(hf.features == VMIG_HELLO_F_DEVSTATE, "features decoded: 0x%x", hf.features);
+    }
+    EPROTO_(hello1(r, 1, 1, 0, 0, 2, 4096, 4096), "features");
+    EPROTO_(hello1(r, 1, 1, 0, 0, 3, 4096, 4096), "features");
     EPROTO_(hello1(r, 1, 1, 0, 0, 0x80000000u, 4096, 4096), "features");
     /* page_size: power of two in 4096..2 MiB */
     EPROTO_(hello1(r, 1, 1, 0, 0, 0, 4096, 0), "page_size");
