@@ -75,6 +75,31 @@ enum vmig_prefault {
     VMIG_PREFAULT_AHEAD = 1, /* populate each packet's pages just before reading (default) */
 };
 
+/* How the source learns which pages changed while it sends (live pre-copy). */
+enum vmig_dirty_track {
+    VMIG_DIRTY_AUTO = 0,     /* the dirty_sync hook when set (vmig_set_vm_ops), else none */
+    VMIG_DIRTY_NONE = 1,     /* one pass of a stopped image (the VM is stopped first) */
+    VMIG_DIRTY_CALLBACK = 2, /* the embedder's dirty_sync hook (a KVM dirty log) */
+    VMIG_DIRTY_WP = 3,       /* built in: userfaultfd write-protect, async if the kernel can */
+    VMIG_DIRTY_WP_ASYNC = 4, /* built in: UFFD_FEATURE_WP_ASYNC + PAGEMAP_SCAN (Linux 6.7+) */
+    VMIG_DIRTY_WP_SYNC = 5,  /* built in: write-protect faults served by a handler thread */
+};
+
+/* What to do when max-passes or max-time is reached, or the dirty rate
+ * stalls the migration, before the expected downtime fits the limit. */
+enum vmig_on_limit {
+    VMIG_ON_LIMIT_FAIL = 0,   /* fail with VMIG_ETIMEDOUT; the VM runs on (default) */
+    VMIG_ON_LIMIT_SWITCH = 1, /* switch over anyway, with a longer downtime */
+};
+
+/* How the source slows the VM down when it dirties memory faster than the link drains it. */
+enum vmig_throttle {
+    VMIG_THROTTLE_OFF = 0,
+    VMIG_THROTTLE_LADDER = 1,   /* QEMU's auto-converge: initial %, then +step % per stalled pass */
+    VMIG_THROTTLE_ADAPTIVE = 2, /* just enough for the dirty rate to fall to half the bandwidth
+                                 * (default), the ladder on top when passes still stall */
+};
+
 typedef struct vmig_params {
     uint32_t channels;           /* data channels, 1..64; default 4 */
     uint32_t packet_pages;       /* pages per packet, 1..1024; default 128 */
@@ -83,6 +108,17 @@ typedef struct vmig_params {
     uint32_t prefault;           /* enum vmig_prefault; destination only */
     uint64_t max_bandwidth;      /* bytes/s on the wire over all channels; 0 = unlimited */
     uint32_t connect_timeout_ms; /* source connect and destination accept; default 10000 */
+    /* Live pre-copy (source only). */
+    uint32_t dirty_track;       /* enum vmig_dirty_track; default auto */
+    uint32_t downtime_limit_ms; /* switch over when the expected downtime fits; default 300 */
+    uint32_t max_passes;        /* passes before on-limit applies; 0 = no limit (default) */
+    uint32_t max_time_ms;       /* time before on-limit applies; 0 = no limit (default) */
+    uint32_t on_limit;          /* enum vmig_on_limit; default fail */
+    uint32_t throttle;          /* enum vmig_throttle; default adaptive */
+    uint32_t throttle_initial;  /* first throttle step, percent; default 20 */
+    uint32_t throttle_step;     /* later steps, percent; default 10 */
+    uint32_t throttle_max;      /* ceiling, percent, 1..99; default 99 */
+    uint32_t stall_passes;      /* passes without progress that count as a stall; default 3 */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -162,6 +198,100 @@ typedef int (*vmig_block_cb)(void *opaque, vmig_session *s, const char *name, ui
 int vmig_incoming_set_block_cb(vmig_session *s, vmig_block_cb cb, void *opaque);
 
 /* ------------------------------------------------------------------ */
+/* The VM: hooks of the embedding VMM                                  */
+
+/*
+ * Every hook is optional (NULL), is called on the thread that runs
+ * vmig_migrate() (source) or vmig_incoming_run() (destination), never
+ * concurrently with another hook of the same session, and returns 0 or a
+ * negative VMIG_E* code (which fails the migration, naming the hook).
+ *
+ * Source, in the order they are called:
+ *   log_start   before pass 1 reads any page: start dirty logging (KVM:
+ *               KVM_MEM_LOG_DIRTY_PAGES on every slot, or dirty-ring on).
+ *               Every write from the return on must show in a later
+ *               dirty_sync. Only with dirty-track callback (or auto).
+ *   dirty_sync  after each pass, and once more after stop: set in `bitmap`
+ *               the pages of block `block` (index in vmig_ram_add() order,
+ *               `name` its name) written since the previous call (or since
+ *               log_start), and re-arm them (KVM_GET_DIRTY_LOG does both).
+ *               `bitmap` has one bit per page of the block's page size,
+ *               LSB-first in 64-bit words, ceil(npages / 64) words, zeroed
+ *               by vmig; setting bits of unwritten pages is allowed (they
+ *               are sent again), missing a written page loses data. The
+ *               VM runs meanwhile, except for the call after stop.
+ *   throttle    set the vCPU throttle: the VM should run only (100 - pct) %
+ *               of the time. 0 ends throttling. Called when the policy
+ *               changes it, and with 0 when a failed migration ends.
+ *   stop        pause the vCPUs: on return no guest write happens until
+ *               resume. Called once, at switchover (with dirty-track none:
+ *               before pass 1).
+ *   save_state  after the last page is sent: fill *buf (malloc'd, freed by
+ *               vmig) and *len (at most 1 MiB) with the device state, which
+ *               the destination's load_state receives.
+ *   resume      the migration failed or was canceled after stop: run the
+ *               vCPUs again. The VM's memory is as it was (vmig only reads
+ *               it), so the VM goes on and a new migration may start later.
+ *   log_stop    the migration ended (success or not): stop dirty logging.
+ * Destination:
+ *   load_state  after every block's digest matched, before the
+ *               destination acknowledges: load the source's device state.
+ *               A failure refuses the migration (the source resumes).
+ * With dirty-track none and no stop hook the caller guarantees that the
+ * memory does not change during the migration.
+ */
+typedef struct vmig_vm_ops {
+    int (*log_start)(void *opaque);
+    int (*dirty_sync)(void *opaque, uint32_t block, const char *name, uint64_t *bitmap,
+                      uint64_t npages);
+    void (*log_stop)(void *opaque);
+    void (*throttle)(void *opaque, unsigned pct);
+    int (*stop)(void *opaque);
+    void (*resume)(void *opaque);
+    int (*save_state)(void *opaque, void **buf, size_t *len);
+    int (*load_state)(void *opaque, const void *buf, size_t len);
+} vmig_vm_ops;
+
+/* Set the hooks (copied) before a migration starts; `ops` NULL removes them. */
+int vmig_set_vm_ops(vmig_session *s, const vmig_vm_ops *ops, void *opaque);
+
+/* Name of a dirty-track value ("wp-async"). */
+const char *vmig_dirty_track_name(uint32_t mode);
+
+/*
+ * Source: can this process use the built-in tracker `mode` (VMIG_DIRTY_WP,
+ * _WP_ASYNC or _WP_SYNC)? 0, or VMIG_ENOTSUP with a sentence saying what the
+ * kernel lacks. VMIG_DIRTY_WP answers for the best available one.
+ */
+int vmig_dirty_track_probe(uint32_t mode, vmig_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Progress events                                                     */
+
+enum vmig_event_type {
+    VMIG_EVENT_PASS = 1,       /* a pass ended and the dirty log was synced */
+    VMIG_EVENT_THROTTLE = 2,   /* the throttle changed */
+    VMIG_EVENT_SWITCHOVER = 3, /* the VM is stopped; the last pass starts */
+    VMIG_EVENT_DONE = 4,       /* the migration ended (stats hold the outcome) */
+};
+
+typedef struct vmig_event {
+    uint32_t type;                 /* enum vmig_event_type */
+    uint32_t pass;                 /* the pass that ended (PASS) or the last one */
+    uint64_t remaining_bytes;      /* dirty bytes still to send */
+    uint64_t dirty_rate;           /* bytes/s of newly dirtied pages, last pass */
+    uint64_t bandwidth;            /* bytes/s on the wire, estimated */
+    uint64_t expected_downtime_ns; /* remaining_bytes / bandwidth + dirty-sync time */
+    uint32_t throttle_pct;         /* current throttle */
+    int32_t result;                /* DONE: 0 or the VMIG_E* code */
+} vmig_event;
+
+/* Called on the migrating thread; it may call vmig_stats_get() and
+ * vmig_cancel(), and must return quickly. */
+typedef void (*vmig_event_cb)(void *opaque, vmig_session *s, const vmig_event *ev);
+int vmig_set_event_cb(vmig_session *s, vmig_event_cb cb, void *opaque);
+
+/* ------------------------------------------------------------------ */
 /* Running a migration                                                 */
 
 /*
@@ -172,10 +302,13 @@ int vmig_incoming_set_block_cb(vmig_session *s, vmig_block_cb cb, void *opaque);
  */
 
 /*
- * Source: connect to `uri`, send every registered block, and wait for the
- * destination's verdict. Returns 0 only after the destination confirmed
- * that it holds all the memory (digest checked, unless verify=off).
- * Blocks the calling thread; use vmig_cancel() from another thread.
+ * Source: connect to `uri`, send every registered block (live: pass after
+ * pass while the VM runs, then stop it and send the rest and the device
+ * state), and wait for the destination's verdict. Returns 0 only after the
+ * destination confirmed that it holds all the memory (digest checked,
+ * unless verify=off): the VM is then stopped and the source may discard
+ * it. Any failure before that resumes the VM (if it was stopped) with its
+ * memory intact. Blocks the calling thread; use vmig_cancel() from another.
  */
 int vmig_migrate(vmig_session *s, const char *uri, vmig_error *err);
 
@@ -185,8 +318,9 @@ int vmig_incoming_listen(vmig_session *s, const char *uri, vmig_error *err);
 int vmig_incoming_uri(vmig_session *s, char *buf, size_t len);
 /*
  * Destination: accept the source's channels and receive until the source
- * says the migration is complete and the digests match. On failure the
- * memory may hold a partial image; the caller discards it.
+ * says the migration is complete, the digests match, the device state is
+ * loaded and the source committed. Returns 0 when the VM may run here. On
+ * failure the memory may hold a partial image; the caller discards it.
  */
 int vmig_incoming_run(vmig_session *s, vmig_error *err);
 
@@ -229,6 +363,19 @@ typedef struct vmig_stats {
     uint64_t cpu_ns;       /* CPU time of the session's threads (caller included) */
     uint64_t verify_ns;    /* time of the end-of-migration digest check */
     double mbps;           /* wire throughput, megabytes (1e6) per second */
+    /* Live pre-copy (source; the destination fills pass only). */
+    uint32_t dirty_track;          /* enum vmig_dirty_track in use (auto resolved) */
+    uint32_t pass;                 /* current pass, from 1 */
+    uint64_t dirty_pages;          /* pages found dirty over all syncs */
+    uint64_t remaining_bytes;      /* dirty bytes at the last sync */
+    uint64_t dirty_rate;           /* bytes/s, last pass */
+    uint64_t bandwidth;            /* bytes/s, estimated */
+    uint64_t expected_downtime_ns; /* at the last sync */
+    uint32_t throttle_pct;         /* current vCPU throttle */
+    uint32_t throttle_max_pct;     /* highest throttle of the run */
+    uint64_t downtime_ns;          /* stop to the destination's commit; 0 until then */
+    uint64_t sync_ns;              /* time spent in dirty-log syncs */
+    uint32_t forced;               /* 1 when on-limit=switch forced the switchover */
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

@@ -184,6 +184,8 @@ static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
         if (!barrier_wait(s))
             return VMIG_ECANCELED;
         c->synced_pass = h.pass;
+        if (c->id == 0)
+            __atomic_store_n(&s->st_pass, h.pass, __ATOMIC_RELAXED);
         return 0;
     default: /* VMIG_PKT_FIN, the only type left after decode_hdr */
         if (c->synced_pass == 0 || h.pass != c->synced_pass)
@@ -427,8 +429,9 @@ int vmig_dest_run(vmig_session *s)
 {
     vmig_error e = {0};
     vmig_wire_hello hello = {0};
-    uint8_t *payload = NULL;
-    uint32_t plen;
+    uint8_t *payload = NULL, *state = NULL;
+    uint32_t plen, state_len = 0;
+    bool devstate = false;
     vmig_wire_hs hs;
     pthread_getcpuclockid(pthread_self(), &s->caller_clock);
 
@@ -451,6 +454,13 @@ int vmig_dest_run(vmig_session *s)
     }
     if ((rc = check_blocks(s, &hello, &e)))
         goto fail;
+    devstate = hello.features & VMIG_HELLO_F_DEVSTATE;
+    if (devstate && !s->ops.load_state) {
+        rc = vmig_error_set(&e, VMIG_ENOTSUP,
+                            "the source sends device state, but this destination has no "
+                            "load_state hook to take it");
+        goto fail;
+    }
     for (uint32_t i = 0; i < hello.nblocks; i++)
         vmig_block_find(s, hello.blocks[i].name, NULL)->hello_index = i;
     s->nch = hello.channels;
@@ -479,9 +489,11 @@ int vmig_dest_run(vmig_session *s)
         goto fail;
     free(payload);
     payload = NULL;
-    /* END comes once the source has sent FIN on every channel; a channel
-     * failure shuts the control channel down and ends this read. */
-    rc = vmig_ctl_read_session(s, VMIG_CTL_END, &payload, &plen, -1, &e);
+    /* DEVSTATE and END come once the source has sent FIN on every channel;
+     * a channel failure shuts the control channel down and ends this read. */
+    rc = devstate ? vmig_ctl_read_session(s, VMIG_CTL_DEVSTATE, &state, &state_len, -1, &e) : 0;
+    if (!rc)
+        rc = vmig_ctl_read_session(s, VMIG_CTL_END, &payload, &plen, -1, &e);
     if (rc) {
         /* The source gave up (ERROR) or the control channel broke: the
          * channel threads may still wait for data that will never come. */
@@ -501,16 +513,34 @@ int vmig_dest_run(vmig_session *s)
         goto fail;
     if ((rc = check_end(s, payload, plen, &e)))
         goto fail;
+    if (devstate && (rc = s->ops.load_state(s->ops_opaque, state, state_len))) {
+        rc = vmig_error_set(&e, rc < 0 ? rc : VMIG_EIO,
+                            "the VM's load_state hook refused the %u bytes of device state (%s)",
+                            state_len, vmig_strerror(rc));
+        goto fail;
+    }
+    free(state);
+    state = NULL;
     free(payload);
-    free(hello.blocks);
+    payload = NULL;
     uint8_t buf[8];
     int n = vmig_wire_status_encode(0, "", buf, sizeof(buf));
-    rc = vmig_ctl_write(s->control, VMIG_CTL_RESULT, buf, (uint32_t)n, &e);
-    if (rc)
-        vmig_session_fail(s, &e);
-    return rc;
+    if ((rc = vmig_ctl_write(s->control, VMIG_CTL_RESULT, buf, (uint32_t)n, &e)))
+        goto fail;
+    /* The source owns the VM until it commits: without COMMIT nothing runs here. */
+    rc = vmig_ctl_read_session(s, VMIG_CTL_COMMIT, &payload, &plen, (int)s->p.connect_timeout_ms,
+                               &e);
+    if (rc) {
+        vmig_error why = e;
+        rc = vmig_error_set(&e, rc, "the source did not commit the switchover: %s", why.msg);
+        goto fail;
+    }
+    free(payload);
+    free(hello.blocks);
+    return 0;
 
 fail:
+    free(state);
     free(payload);
     free(hello.blocks);
     if (e.code)

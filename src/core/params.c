@@ -27,6 +27,29 @@ static const vmig_param_info infos[] = {
      "0 means unlimited"},
     {"connect-timeout", "1..3600000 (ms)", "10000",
      "how long the source tries to connect and the destination waits for its channels"},
+    {"dirty-track", "auto|none|callback|wp|wp-async|wp-sync", "auto",
+     "source: how pages written during the migration are found: the VMM's dirty-log hook "
+     "(auto uses it when set, else none), none (one pass of a stopped image), or the built-in "
+     "userfaultfd write-protect tracker (wp picks async when the kernel has it)"},
+    {"downtime-limit", "1..3600000 (ms)", "300",
+     "source: switch over when the remaining dirty bytes can be sent in this time"},
+    {"max-passes", "0..1000000", "0",
+     "source: passes after which on-limit applies; 0 means no limit"},
+    {"max-time", "0..86400000 (ms)", "0",
+     "source: time after which on-limit applies; 0 means no limit"},
+    {"on-limit", "fail|switch", "fail",
+     "source: when max-passes, max-time or a stall is reached before the downtime fits: fail "
+     "(the VM runs on) or switch over anyway with a longer downtime"},
+    {"throttle", "off|ladder|adaptive", "adaptive",
+     "source: slowing the vCPUs when they dirty memory faster than the link sends it: ladder "
+     "is QEMU's auto-converge (initial, then +step per stalled pass); adaptive sets just enough "
+     "for the dirty rate to fall to half the bandwidth"},
+    {"throttle-initial", "1..99 (%)", "20", "source: the ladder's first step"},
+    {"throttle-step", "1..99 (%)", "10", "source: the ladder's later steps"},
+    {"throttle-max", "1..99 (%)", "99", "source: the highest throttle"},
+    {"stall-passes", "1..1000", "3",
+     "source: passes in a row without the remaining bytes shrinking that count as a stall "
+     "(ladder: one more step; at the highest throttle or with throttle off: on-limit)"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -42,6 +65,10 @@ typedef struct param_spec {
 static const char *const zero_names[] = {"none", "main", "channel", NULL};
 static const char *const verify_names[] = {"off", "on", "full", NULL};
 static const char *const prefault_names[] = {"none", "ahead", NULL};
+static const char *const dirty_names[] = {"auto",     "none",    "callback", "wp",
+                                          "wp-async", "wp-sync", NULL};
+static const char *const on_limit_names[] = {"fail", "switch", NULL};
+static const char *const throttle_names[] = {"off", "ladder", "adaptive", NULL};
 
 #define FIELD(f) offsetof(vmig_params, f), sizeof(((vmig_params *)0)->f)
 
@@ -53,6 +80,16 @@ static const param_spec specs[] = {
     {P_ENUM, FIELD(prefault), 0, 1, prefault_names},
     {P_SIZE, FIELD(max_bandwidth), 0, UINT64_MAX, NULL},
     {P_UINT, FIELD(connect_timeout_ms), 1, 3600000, NULL},
+    {P_ENUM, FIELD(dirty_track), 0, 5, dirty_names},
+    {P_UINT, FIELD(downtime_limit_ms), 1, 3600000, NULL},
+    {P_UINT, FIELD(max_passes), 0, 1000000, NULL},
+    {P_UINT, FIELD(max_time_ms), 0, 86400000, NULL},
+    {P_ENUM, FIELD(on_limit), 0, 1, on_limit_names},
+    {P_ENUM, FIELD(throttle), 0, 2, throttle_names},
+    {P_UINT, FIELD(throttle_initial), 1, 99, NULL},
+    {P_UINT, FIELD(throttle_step), 1, 99, NULL},
+    {P_UINT, FIELD(throttle_max), 1, 99, NULL},
+    {P_UINT, FIELD(stall_passes), 1, 1000, NULL},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 
@@ -66,6 +103,43 @@ void vmig_params_init(vmig_params *p)
     p->prefault = VMIG_PREFAULT_AHEAD;
     p->max_bandwidth = 0;
     p->connect_timeout_ms = 10000;
+    p->dirty_track = VMIG_DIRTY_AUTO;
+    p->downtime_limit_ms = 300;
+    p->max_passes = 0;
+    p->max_time_ms = 0;
+    p->on_limit = VMIG_ON_LIMIT_FAIL;
+    p->throttle = VMIG_THROTTLE_ADAPTIVE;
+    p->throttle_initial = 20;
+    p->throttle_step = 10;
+    p->throttle_max = 99;
+    p->stall_passes = 3;
+}
+
+/* Checks vmig_session_create() applies to a caller's vmig_params. */
+int vmig_params_check(const vmig_params *p, vmig_error *err)
+{
+    for (size_t i = 0; i < VMIG_ARRAY_SIZE(specs); i++) {
+        const param_spec *d = &specs[i];
+        const uint8_t *field = (const uint8_t *)p + d->offset;
+        uint64_t v;
+        if (d->width == 4) {
+            uint32_t v32;
+            memcpy(&v32, field, 4);
+            v = v32;
+        } else {
+            memcpy(&v, field, 8);
+        }
+        if (v < d->min || v > d->max)
+            return vmig_error_set(err, VMIG_EINVAL,
+                                  "parameter %s: %llu is not valid (accepted: %s)", infos[i].name,
+                                  (unsigned long long)v, infos[i].values);
+    }
+    return 0;
+}
+
+const char *vmig_dirty_track_name(uint32_t mode)
+{
+    return mode < VMIG_ARRAY_SIZE(dirty_names) - 1 ? dirty_names[mode] : "unknown";
 }
 
 const vmig_param_info *vmig_params_table(void)

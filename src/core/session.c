@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../ram/digest.h"
+#include "../ram/dirty.h"
 #include "session.h"
 
 int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_params *params,
@@ -18,19 +19,9 @@ int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_para
     vmig_params p;
     if (params) {
         p = *params;
-        if (p.channels < 1 || p.channels > VMIG_MAX_CHANNELS)
-            return vmig_error_set(err, VMIG_EINVAL, "channels %u is not in 1..%d", p.channels,
-                                  VMIG_MAX_CHANNELS);
-        if (p.packet_pages < 1 || p.packet_pages > VMIG_WIRE_MAX_PACKET_PAGES)
-            return vmig_error_set(err, VMIG_EINVAL, "packet-pages %u is not in 1..%u",
-                                  p.packet_pages, VMIG_WIRE_MAX_PACKET_PAGES);
-        if (p.zero_detect > VMIG_ZERO_CHANNEL || p.verify > VMIG_VERIFY_FULL ||
-            p.prefault > VMIG_PREFAULT_AHEAD)
-            return vmig_error_set(err, VMIG_EINVAL,
-                                  "zero-page-detection, verify or prefault "
-                                  "has an unknown value");
-        if (p.connect_timeout_ms == 0)
-            return vmig_error_set(err, VMIG_EINVAL, "connect-timeout must be at least 1 ms");
+        int rc = vmig_params_check(&p, err);
+        if (rc)
+            return rc;
     } else {
         vmig_params_init(&p);
     }
@@ -64,6 +55,8 @@ void vmig_session_free(vmig_session *s)
         free(s->blocks[i].page_hash);
         free(s->blocks[i].received);
         free(s->blocks[i].resident);
+        free(s->blocks[i].dirty);
+        free(s->blocks[i].dirty_new);
     }
     free(s->blocks);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++)
@@ -149,6 +142,46 @@ vmig_block *vmig_block_find(vmig_session *s, const char *name, uint32_t *hint)
         }
     }
     return NULL;
+}
+
+int vmig_set_vm_ops(vmig_session *s, const vmig_vm_ops *ops, void *opaque)
+{
+    if (!s)
+        return VMIG_EINVAL;
+    if (running(s))
+        return VMIG_ESTATE;
+    if (ops)
+        s->ops = *ops;
+    else
+        memset(&s->ops, 0, sizeof(s->ops));
+    s->ops_opaque = opaque;
+    return 0;
+}
+
+int vmig_set_event_cb(vmig_session *s, vmig_event_cb cb, void *opaque)
+{
+    if (!s)
+        return VMIG_EINVAL;
+    if (running(s))
+        return VMIG_ESTATE;
+    s->event_cb = cb;
+    s->event_opaque = opaque;
+    return 0;
+}
+
+int vmig_dirty_track_probe(uint32_t mode, vmig_error *err)
+{
+    switch (mode) {
+    case VMIG_DIRTY_WP:
+        return vmig_tracker_probe(VMIG_TRACKER_AUTO, err);
+    case VMIG_DIRTY_WP_ASYNC:
+        return vmig_tracker_probe(VMIG_TRACKER_WP_ASYNC, err);
+    case VMIG_DIRTY_WP_SYNC:
+        return vmig_tracker_probe(VMIG_TRACKER_WP_SYNC, err);
+    default:
+        return vmig_error_set(err, VMIG_EINVAL, "dirty-track %s is not a built-in tracker",
+                              vmig_dirty_track_name(mode));
+    }
 }
 
 int vmig_incoming_set_block_cb(vmig_session *s, vmig_block_cb cb, void *opaque)
@@ -340,6 +373,10 @@ static void run_begin(vmig_session *s)
     s->rate_next_ns = 0;
     s->st_wire_bytes = s->st_ram_bytes = s->st_normal = s->st_zero = s->st_packets = 0;
     s->st_verify_ns = s->st_caller_cpu_ns = 0;
+    s->st_pass = s->st_throttle = s->st_throttle_max = s->st_forced = 0;
+    s->st_dirty_pages = s->st_remaining = s->st_dirty_rate = s->st_bandwidth = 0;
+    s->st_expected_ns = s->st_downtime_ns = s->st_sync_ns = 0;
+    s->dirty_mode = VMIG_DIRTY_NONE;
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
         c->st_bytes = c->st_packets = c->st_busy_ns = c->st_cpu_ns = 0;
@@ -398,6 +435,13 @@ int vmig_migrate(vmig_session *s, const char *uri, vmig_error *err)
     int rc = vmig_source_run(s, uri);
     rc = vmig_session_finish(s, rc, err);
     vmig_session_reset_run(s);
+    if (s->event_cb) {
+        vmig_event ev = {.type = VMIG_EVENT_DONE,
+                         .pass = __atomic_load_n(&s->st_pass, __ATOMIC_RELAXED),
+                         .remaining_bytes = __atomic_load_n(&s->st_remaining, __ATOMIC_RELAXED),
+                         .result = rc};
+        s->event_cb(s->event_opaque, s, &ev);
+    }
     return rc;
 }
 
@@ -507,6 +551,18 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
         o->cpu_ns += LD(s->ch[i].st_cpu_ns);
     }
     o->ram_bytes = LD(s->st_ram_bytes);
+    o->dirty_track = LD(s->dirty_mode);
+    o->pass = LD(s->st_pass);
+    o->dirty_pages = LD(s->st_dirty_pages);
+    o->remaining_bytes = LD(s->st_remaining);
+    o->dirty_rate = LD(s->st_dirty_rate);
+    o->bandwidth = LD(s->st_bandwidth);
+    o->expected_downtime_ns = LD(s->st_expected_ns);
+    o->throttle_pct = LD(s->st_throttle);
+    o->throttle_max_pct = LD(s->st_throttle_max);
+    o->downtime_ns = LD(s->st_downtime_ns);
+    o->sync_ns = LD(s->st_sync_ns);
+    o->forced = LD(s->st_forced);
     if (o->elapsed_ns)
         o->mbps = (double)o->wire_bytes * 1e3 / (double)o->elapsed_ns;
 #undef LD

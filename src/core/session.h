@@ -40,6 +40,10 @@ typedef struct vmig_block {
      * since. Only the channel thread that receives a page touches its bit,
      * but neighbours share words, hence atomics. */
     uint64_t *resident;
+    /* Source, live: pages dirtied since the previous sync (one bit each). */
+    uint64_t *dirty;
+    uint64_t *dirty_new;  /* scratch of each sync */
+    uint32_t track_idx;   /* region index in the built-in tracker */
     uint64_t zero_hash;   /* vmig_zero_page_hash(page_size) */
     uint32_t hello_index; /* destination: position in the source's HELLO */
 } vmig_block;
@@ -76,6 +80,8 @@ typedef struct vmig_channel {
     uint64_t *offsets; /* destination: decoded offsets; source: zero-page scratch */
     /* Statistics (atomics, readable from any thread). */
     uint64_t st_bytes, st_packets, st_busy_ns, st_cpu_ns;
+    /* Source: the last pass whose SYNC this channel wrote (under s->lock). */
+    uint32_t sent_pass;
     /* Destination: sequence and pass checks. */
     uint64_t last_seq;
     uint32_t synced_pass;
@@ -107,6 +113,15 @@ struct vmig_session {
     vmig_channel ch[VMIG_MAX_CHANNELS];
     uint32_t nch;
 
+    /* The embedder's VM hooks and progress callback. */
+    vmig_vm_ops ops;
+    void *ops_opaque;
+    vmig_event_cb event_cb;
+    void *event_opaque;
+    /* Source, live: the built-in tracker (dirty-track wp*), NULL otherwise. */
+    struct vmig_tracker *tracker;
+    uint32_t dirty_mode; /* resolved enum vmig_dirty_track (atomic) */
+
     /* Destination: the per-pass barrier of the channel threads. */
     pthread_cond_t barrier_cv;
     uint32_t barrier_count;
@@ -120,6 +135,10 @@ struct vmig_session {
     uint64_t start_ns, end_ns, total_bytes;
     uint64_t st_wire_bytes, st_ram_bytes, st_normal, st_zero, st_packets, st_verify_ns;
     uint64_t st_caller_cpu_ns; /* frozen at the end of a run */
+    /* Live pre-copy statistics (atomics). */
+    uint32_t st_pass, st_throttle, st_throttle_max, st_forced;
+    uint64_t st_dirty_pages, st_remaining, st_dirty_rate, st_bandwidth, st_expected_ns;
+    uint64_t st_downtime_ns, st_sync_ns;
     uint64_t caller_cpu_start;
     clockid_t caller_clock; /* CPU clock of the thread running the migration */
 };
@@ -177,6 +196,9 @@ int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, u
 /* After a failure: if the peer sent an ERROR frame within `timeout_ms`,
  * make its reason the session's error (it explains our broken channels). */
 void vmig_session_take_peer_error(vmig_session *s, int timeout_ms);
+
+/* Range checks of every parameter (params.c). */
+int vmig_params_check(const vmig_params *p, vmig_error *err);
 
 /* The runs record their errors in the session (s->err). */
 int vmig_source_run(vmig_session *s, const char *uri);

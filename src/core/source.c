@@ -13,6 +13,8 @@
 #include <sys/mman.h>
 
 #include "../ram/digest.h"
+#include "../ram/dirty.h"
+#include "precopy.h"
 #include "session.h"
 
 /* ------------------------------------------------------------------ */
@@ -155,6 +157,8 @@ static void *src_channel_main(void *arg)
             break;
         }
         pthread_mutex_lock(&s->lock);
+        if (type == VMIG_JOB_SYNC)
+            c->sent_pass = job->pass;
         c->head = (c->head + 1) % VMIG_QUEUE_DEPTH;
         c->count--;
         pthread_cond_signal(&s->space);
@@ -209,31 +213,82 @@ static void slot_push(vmig_session *s, vmig_channel *c)
     pthread_mutex_unlock(&s->lock);
 }
 
-static int produce_pass(vmig_session *s, uint32_t pass, uint64_t *seq, uint64_t *scratch)
+/*
+ * The packer fills one job at a time with page offsets of one block and
+ * hands it to the least loaded channel when it is full, when the block
+ * changes, or at the end of a pass.
+ */
+typedef struct packer {
+    vmig_session *s;
+    uint32_t pass;
+    uint64_t *seq;
+    uint64_t *scratch; /* zero-detect=main: partition scratch */
+    uint32_t rr;
+    vmig_channel *c;
+    vmig_job *j;
+} packer;
+
+static void pk_flush(packer *pk)
 {
-    uint32_t rr = 0;
+    vmig_job *j = pk->j;
+    if (!j)
+        return;
+    vmig_session *s = pk->s;
+    j->seq = ++*pk->seq;
+    j->classified = s->p.zero_detect == VMIG_ZERO_MAIN;
+    if (j->classified)
+        j->nnormal = partition_zero(s, &s->blocks[j->block], j->offsets, j->npages, pk->scratch);
+    slot_push(s, pk->c);
+    pk->j = NULL;
+}
+
+static int pk_add(packer *pk, uint32_t bi, uint64_t off)
+{
+    if (pk->j && (pk->j->block != bi || pk->j->npages == pk->s->p.packet_pages))
+        pk_flush(pk);
+    if (!pk->j) {
+        vmig_job *j = slot_get(pk->s, -1, &pk->rr, &pk->c);
+        if (!j)
+            return VMIG_ECANCELED;
+        j->type = VMIG_JOB_RAM;
+        j->block = bi;
+        j->pass = pk->pass;
+        j->npages = 0;
+        pk->j = j;
+    }
+    pk->j->offsets[pk->j->npages++] = off;
+    return 0;
+}
+
+/* Pass 1: every page of every block. */
+static int produce_all(packer *pk)
+{
+    vmig_session *s = pk->s;
     for (uint32_t bi = 0; bi < s->nblocks; bi++) {
         vmig_block *b = &s->blocks[bi];
-        uint64_t step = (uint64_t)s->p.packet_pages * b->page_size;
-        for (uint64_t off = 0; off < b->length; off += step) {
-            vmig_channel *c;
-            vmig_job *j = slot_get(s, -1, &rr, &c);
-            if (!j)
+        for (uint64_t off = 0; off < b->length; off += b->page_size)
+            if (pk_add(pk, bi, off))
                 return VMIG_ECANCELED;
-            uint32_t n = (uint32_t)(VMIG_MIN(step, b->length - off) >> b->page_shift);
-            j->type = VMIG_JOB_RAM;
-            j->block = bi;
-            j->pass = pass;
-            j->npages = n;
-            j->seq = ++*seq;
-            for (uint32_t k = 0; k < n; k++)
-                j->offsets[k] = off + ((uint64_t)k << b->page_shift);
-            j->classified = s->p.zero_detect == VMIG_ZERO_MAIN;
-            if (j->classified)
-                j->nnormal = partition_zero(s, b, j->offsets, n, scratch);
-            slot_push(s, c);
+    }
+    pk_flush(pk);
+    return 0;
+}
+
+/* Later passes: the pages in the blocks' dirty bitmaps. */
+static int produce_dirty(packer *pk)
+{
+    vmig_session *s = pk->s;
+    for (uint32_t bi = 0; bi < s->nblocks; bi++) {
+        vmig_block *b = &s->blocks[bi];
+        for (uint64_t w = 0; w < (b->npages + 63) / 64; w++) {
+            for (uint64_t m = b->dirty[w]; m; m &= m - 1) {
+                uint64_t pg = w * 64 + (uint64_t)__builtin_ctzll(m);
+                if (pk_add(pk, bi, pg << b->page_shift))
+                    return VMIG_ECANCELED;
+            }
         }
     }
+    pk_flush(pk);
     return 0;
 }
 
@@ -252,6 +307,22 @@ static int push_markers(vmig_session *s, uint8_t type, uint32_t pass, uint64_t *
         slot_push(s, c);
     }
     return 0;
+}
+
+/* Wait until every channel has written SYNC of `pass`. */
+static int wait_drained(vmig_session *s, uint32_t pass)
+{
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        bool all = true;
+        for (uint32_t i = 0; i < s->nch && all; i++)
+            all = s->ch[i].sent_pass >= pass;
+        if (all || vmig_session_aborted(s))
+            break;
+        pthread_cond_wait(&s->space, &s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return vmig_session_aborted(s) ? VMIG_ECANCELED : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -274,7 +345,7 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
     return 0;
 }
 
-static int send_hello(vmig_session *s, vmig_error *err)
+static int send_hello(vmig_session *s, uint32_t features, vmig_error *err)
 {
     vmig_wire_block *wb = calloc(s->nblocks, sizeof(*wb));
     size_t cap = 32 + (size_t)s->nblocks * (2 + VMIG_BLOCK_NAME_MAX + 12);
@@ -294,6 +365,7 @@ static int send_hello(vmig_session *s, vmig_error *err)
         .channels = (uint16_t)s->nch,
         .zero_detect = (uint8_t)s->p.zero_detect,
         .verify = (uint8_t)s->p.verify,
+        .features = features,
         .nblocks = s->nblocks,
         .blocks = wb,
     };
@@ -358,7 +430,12 @@ static int send_end_and_wait(vmig_session *s, vmig_error *err)
         goto out;
     uint8_t *payload;
     uint32_t plen;
-    rc = vmig_ctl_read_session(s, VMIG_CTL_RESULT, &payload, &plen, -1, err);
+    /* The VM is stopped now: a destination that does not answer must not
+     * hold it forever. It verifies up to all its memory first (verify=full),
+     * hence a second per GiB on top of connect-timeout. */
+    int timeout = (int)VMIG_MIN((uint64_t)INT32_MAX,
+                                (uint64_t)s->p.connect_timeout_ms + 1000 * (s->total_bytes >> 30));
+    rc = vmig_ctl_read_session(s, VMIG_CTL_RESULT, &payload, &plen, timeout, err);
     if (rc)
         goto out;
     vmig_wire_status st;
@@ -367,8 +444,290 @@ static int send_end_and_wait(vmig_session *s, vmig_error *err)
     if (!rc && st.status != 0)
         rc = vmig_error_set(err, VMIG_EPEER, "destination refused the migration: %s (%s)", st.msg,
                             vmig_strerror(st.status));
+    /* The last point of return: a cancel until here resumes the VM. */
+    if (!rc && vmig_session_aborted(s))
+        rc = VMIG_ECANCELED;
+    if (!rc)
+        rc = vmig_ctl_write(s->control, VMIG_CTL_COMMIT, NULL, 0, err);
 out:
     free(dg);
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* live pre-copy                                                       */
+
+/* What the run did to the VM, so that the failure path can undo it. */
+typedef struct live {
+    vmig_precopy pc;
+    bool logging;      /* log_start returned 0 or the tracker started */
+    bool stopped;      /* stop was called */
+    uint32_t throttle; /* last value given to the throttle hook */
+    uint64_t t_stop, last_sync;
+} live;
+
+static void emit(vmig_session *s, uint32_t type, const live *L, uint32_t pass, int result)
+{
+    if (!s->event_cb)
+        return;
+    vmig_event ev = {
+        .type = type,
+        .pass = pass,
+        .remaining_bytes = L->pc.remaining,
+        .dirty_rate = L->pc.dirty_rate,
+        .bandwidth = L->pc.bandwidth,
+        .expected_downtime_ns = L->pc.expected_ns,
+        .throttle_pct = L->throttle,
+        .result = result,
+    };
+    s->event_cb(s->event_opaque, s, &ev);
+}
+
+static void set_throttle(vmig_session *s, live *L, uint32_t pct, uint32_t pass)
+{
+    if (pct == L->throttle || !s->ops.throttle)
+        return;
+    L->throttle = pct;
+    s->ops.throttle(s->ops_opaque, pct);
+    __atomic_store_n(&s->st_throttle, pct, __ATOMIC_RELAXED);
+    if (pct > __atomic_load_n(&s->st_throttle_max, __ATOMIC_RELAXED))
+        __atomic_store_n(&s->st_throttle_max, pct, __ATOMIC_RELAXED);
+    emit(s, VMIG_EVENT_THROTTLE, L, pass, 0);
+}
+
+/* Resolve dirty-track and prepare the tracker and the bitmaps; nothing is
+ * tracked yet (dirty_start does that, just before pass 1). */
+static int dirty_setup(vmig_session *s, vmig_error *err)
+{
+    uint32_t mode = s->p.dirty_track;
+    if (mode == VMIG_DIRTY_AUTO)
+        mode = s->ops.dirty_sync ? VMIG_DIRTY_CALLBACK : VMIG_DIRTY_NONE;
+    if (mode == VMIG_DIRTY_CALLBACK && !s->ops.dirty_sync)
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "dirty-track callback needs a dirty_sync hook (vmig_set_vm_ops)");
+    __atomic_store_n(&s->dirty_mode, mode, __ATOMIC_RELAXED);
+    if (mode == VMIG_DIRTY_NONE)
+        return 0;
+    /* Without a way to stop the writers, the last pass could miss writes. */
+    if (!s->ops.stop)
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "dirty-track %s: live migration needs the VM's stop hook "
+                              "(vmig_set_vm_ops)",
+                              vmig_dirty_track_name(mode));
+    if (mode != VMIG_DIRTY_CALLBACK) {
+        enum vmig_tracker_kind kind = mode == VMIG_DIRTY_WP_ASYNC  ? VMIG_TRACKER_WP_ASYNC
+                                      : mode == VMIG_DIRTY_WP_SYNC ? VMIG_TRACKER_WP_SYNC
+                                                                   : VMIG_TRACKER_AUTO;
+        int rc = vmig_tracker_create(&s->tracker, kind, err);
+        if (rc)
+            return rc;
+        __atomic_store_n(&s->dirty_mode,
+                         vmig_tracker_kind_of(s->tracker) == VMIG_TRACKER_WP_ASYNC
+                             ? VMIG_DIRTY_WP_ASYNC
+                             : VMIG_DIRTY_WP_SYNC,
+                         __ATOMIC_RELAXED);
+        for (uint32_t i = 0; i < s->nblocks; i++) {
+            vmig_block *b = &s->blocks[i];
+            rc = vmig_tracker_add(s->tracker, b->host, b->length, b->page_size, err);
+            if (rc < 0)
+                return rc;
+            b->track_idx = (uint32_t)rc;
+        }
+    }
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        vmig_block *b = &s->blocks[i];
+        size_t words = (b->npages + 63) / 64;
+        free(b->dirty);
+        free(b->dirty_new);
+        b->dirty = calloc(words, sizeof(uint64_t));
+        b->dirty_new = calloc(words, sizeof(uint64_t));
+        if (!b->dirty || !b->dirty_new)
+            return vmig_error_set(err, VMIG_ENOMEM, "block '%s': no memory for its dirty bitmap",
+                                  b->name);
+    }
+    return 0;
+}
+
+static int dirty_start(vmig_session *s, live *L, vmig_error *err)
+{
+    int rc = 0;
+    if (s->tracker)
+        rc = vmig_tracker_start(s->tracker, err);
+    else if (s->ops.log_start && (rc = s->ops.log_start(s->ops_opaque)))
+        rc = vmig_error_set(err, rc < 0 ? rc : VMIG_EIO, "the VM's log_start hook failed (%s)",
+                            vmig_strerror(rc));
+    L->logging = rc == 0;
+    L->last_sync = vmig_now_ns();
+    return rc;
+}
+
+static void dirty_end(vmig_session *s, live *L)
+{
+    if (s->tracker) {
+        vmig_tracker_free(s->tracker);
+        s->tracker = NULL;
+    } else if (L->logging && s->ops.log_stop) {
+        s->ops.log_stop(s->ops_opaque);
+    }
+    L->logging = false;
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        free(s->blocks[i].dirty);
+        free(s->blocks[i].dirty_new);
+        s->blocks[i].dirty = s->blocks[i].dirty_new = NULL;
+    }
+}
+
+/*
+ * Sync the dirty log of every block into b->dirty: replace it (after a
+ * pass whose pages are all queued) or add to it (`accumulate`: the sync
+ * after stop, whose pages join those of the sync that decided to stop).
+ * Returns the dirty bytes now in the bitmaps.
+ */
+static int dirty_sync(vmig_session *s, bool accumulate, uint64_t *dirty_bytes, vmig_error *err)
+{
+    uint64_t t0 = vmig_now_ns(), bytes = 0, found = 0;
+    for (uint32_t i = 0; i < s->nblocks; i++) {
+        vmig_block *b = &s->blocks[i];
+        size_t words = (b->npages + 63) / 64;
+        memset(b->dirty_new, 0, words * sizeof(uint64_t));
+        int rc;
+        if (s->tracker) {
+            rc = vmig_tracker_sync(s->tracker, b->track_idx, b->dirty_new, NULL, err);
+        } else {
+            rc = s->ops.dirty_sync(s->ops_opaque, i, b->name, b->dirty_new, b->npages);
+            if (rc)
+                rc = vmig_error_set(err, rc < 0 ? rc : VMIG_EIO,
+                                    "the VM's dirty_sync hook failed for block '%s' (%s)", b->name,
+                                    vmig_strerror(rc));
+        }
+        if (rc)
+            return rc;
+        if (b->npages % 64) /* bits past the end are the hook's noise */
+            b->dirty_new[words - 1] &= (1ull << (b->npages % 64)) - 1;
+        uint64_t pages = 0;
+        for (size_t w = 0; w < words; w++) {
+            found += (uint64_t)__builtin_popcountll(b->dirty_new[w]);
+            b->dirty[w] = accumulate ? b->dirty[w] | b->dirty_new[w] : b->dirty_new[w];
+            pages += (uint64_t)__builtin_popcountll(b->dirty[w]);
+        }
+        bytes += pages << b->page_shift;
+    }
+    vmig_stat_add(&s->st_dirty_pages, found);
+    vmig_stat_add(&s->st_sync_ns, vmig_now_ns() - t0);
+    *dirty_bytes = bytes;
+    return 0;
+}
+
+static int vm_stop(vmig_session *s, live *L, vmig_error *err)
+{
+    L->t_stop = vmig_now_ns();
+    if (!s->ops.stop)
+        return 0;
+    L->stopped = true; /* a stop that failed halfway is undone by resume too */
+    int rc = s->ops.stop(s->ops_opaque);
+    if (rc)
+        return vmig_error_set(err, rc < 0 ? rc : VMIG_EIO, "the VM's stop hook failed (%s)",
+                              vmig_strerror(rc));
+    return 0;
+}
+
+static void publish(vmig_session *s, const live *L, uint32_t pass)
+{
+    __atomic_store_n(&s->st_pass, pass, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->st_remaining, L->pc.remaining, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->st_dirty_rate, L->pc.dirty_rate, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->st_bandwidth, L->pc.bandwidth, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->st_expected_ns, L->pc.expected_ns, __ATOMIC_RELAXED);
+}
+
+/*
+ * Every pass up to FIN. Pass 1 sends all pages; after each pass the dirty
+ * log is synced and the policy decides: another pass of the dirty pages,
+ * or stop the VM, sync once more and send the rest as the last pass. Each
+ * pass ends with SYNC on every channel (the destination's barrier).
+ */
+static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *err)
+{
+    uint64_t seq = 0;
+    uint32_t pass = 1;
+    bool tracked = __atomic_load_n(&s->dirty_mode, __ATOMIC_RELAXED) != VMIG_DIRTY_NONE;
+    int rc = tracked ? dirty_start(s, L, err) : vm_stop(s, L, err);
+    if (rc)
+        return rc;
+    packer pk = {.s = s, .pass = 1, .seq = &seq, .scratch = scratch};
+    uint64_t t_pass = vmig_now_ns(), wire0 = 0;
+    publish(s, L, 1);
+    if ((rc = produce_all(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, 1, &seq)))
+        return rc;
+    while (tracked) {
+        if ((rc = wait_drained(s, pass)))
+            return rc;
+        uint64_t t_end = vmig_now_ns();
+        uint64_t wire = __atomic_load_n(&s->st_wire_bytes, __ATOMIC_RELAXED);
+        uint64_t dirty;
+        if ((rc = dirty_sync(s, false, &dirty, err)))
+            return rc;
+        uint64_t t_synced = vmig_now_ns();
+        vmig_pass_sample smp = {
+            .pass = pass,
+            .wire_bytes = wire - wire0,
+            .pass_ns = t_end - t_pass,
+            .dirty_bytes = dirty,
+            .interval_ns = t_synced - L->last_sync,
+            .sync_ns = t_synced - t_end,
+            .elapsed_ns = t_synced - s->start_ns,
+        };
+        L->last_sync = t_synced;
+        char why[VMIG_ERROR_MSG_MAX - 64];
+        enum vmig_pc_verdict v = vmig_precopy_step(&L->pc, &smp, why, sizeof(why));
+        publish(s, L, pass);
+        emit(s, VMIG_EVENT_PASS, L, pass, 0);
+        if (v == VMIG_PC_FAIL)
+            return vmig_error_set(err, VMIG_ETIMEDOUT, "live migration did not converge: %s", why);
+        if (v == VMIG_PC_NEXT) {
+            set_throttle(s, L, L->pc.throttle, pass);
+            pass++;
+            pk.pass = pass;
+            t_pass = vmig_now_ns();
+            wire0 = __atomic_load_n(&s->st_wire_bytes, __ATOMIC_RELAXED);
+            if ((rc = produce_dirty(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)))
+                return rc;
+            continue;
+        }
+        if (v == VMIG_PC_FORCE)
+            __atomic_store_n(&s->st_forced, 1, __ATOMIC_RELAXED);
+        emit(s, VMIG_EVENT_SWITCHOVER, L, pass, 0);
+        if ((rc = vm_stop(s, L, err)) || (rc = dirty_sync(s, true, &dirty, err)))
+            return rc;
+        L->pc.remaining = dirty;
+        pass++;
+        pk.pass = pass;
+        publish(s, L, pass);
+        if ((rc = produce_dirty(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)))
+            return rc;
+        break;
+    }
+    return push_markers(s, VMIG_JOB_FIN, pass, &seq);
+}
+
+static int send_devstate(vmig_session *s, vmig_error *err)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = s->ops.save_state(s->ops_opaque, &buf, &len);
+    if (rc) {
+        free(buf);
+        return vmig_error_set(err, rc < 0 ? rc : VMIG_EIO, "the VM's save_state hook failed (%s)",
+                              vmig_strerror(rc));
+    }
+    if (len > VMIG_WIRE_MAX_CTL_PAYLOAD || (len && !buf)) {
+        free(buf);
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "the VM's save_state hook gave %zu bytes (limit %u, buffer %s)", len,
+                              VMIG_WIRE_MAX_CTL_PAYLOAD, buf ? "set" : "NULL");
+    }
+    rc = vmig_ctl_write(s->control, VMIG_CTL_DEVSTATE, buf, (uint32_t)len, err);
     free(buf);
     return rc;
 }
@@ -376,9 +735,13 @@ out:
 int vmig_source_run(vmig_session *s, const char *uri)
 {
     vmig_error e = {0};
+    live L = {0};
     int rc;
     s->nch = s->p.channels;
     pthread_getcpuclockid(pthread_self(), &s->caller_clock);
+    vmig_precopy_init(&L.pc, &s->p);
+    if (!s->ops.throttle)
+        L.pc.policy = VMIG_THROTTLE_OFF; /* nothing to turn: stalls end by on-limit */
     uint64_t *scratch = malloc(sizeof(uint64_t) * s->p.packet_pages);
     if (!scratch) {
         rc = vmig_error_set(&e, VMIG_ENOMEM, "out of memory");
@@ -386,7 +749,8 @@ int vmig_source_run(vmig_session *s, const char *uri)
     }
     for (uint32_t i = 0; i < s->nblocks; i++)
         s->blocks[i].zero_hash = vmig_zero_page_hash(s->blocks[i].page_size);
-    if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, false, &e)))
+    if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, false, &e)) ||
+        (rc = dirty_setup(s, &e)))
         goto fail;
 
     /* Control channel: handshake, HELLO, then READY (or the destination's reason). */
@@ -396,7 +760,7 @@ int vmig_source_run(vmig_session *s, const char *uri)
     pthread_mutex_lock(&s->lock);
     s->control = ctl;
     pthread_mutex_unlock(&s->lock);
-    if ((rc = send_hello(s, &e)))
+    if ((rc = send_hello(s, s->ops.save_state ? VMIG_HELLO_F_DEVSTATE : 0, &e)))
         goto fail;
     uint8_t *payload;
     uint32_t plen;
@@ -432,13 +796,10 @@ int vmig_source_run(vmig_session *s, const char *uri)
         s->ch[i].thread_started = true;
     }
 
-    uint64_t seq = 0;
     if (!rc)
-        rc = produce_pass(s, 1, &seq, scratch);
-    if (!rc)
-        rc = push_markers(s, VMIG_JOB_SYNC, 1, &seq);
-    if (!rc)
-        rc = push_markers(s, VMIG_JOB_FIN, 1, &seq);
+        rc = run_passes(s, &L, scratch, &e);
+    if (rc && e.code)
+        vmig_session_fail(s, &e); /* wakes the channel threads */
     for (uint32_t i = 0; i < s->nch; i++)
         if (s->ch[i].thread_started) {
             pthread_join(s->ch[i].thread, NULL);
@@ -449,8 +810,12 @@ int vmig_source_run(vmig_session *s, const char *uri)
         goto fail;
     }
     __atomic_store_n(&s->state, VMIG_STATE_VERIFYING, __ATOMIC_RELEASE);
+    if (s->ops.save_state && (rc = send_devstate(s, &e)))
+        goto fail;
     if ((rc = send_end_and_wait(s, &e)))
         goto fail;
+    __atomic_store_n(&s->st_downtime_ns, vmig_now_ns() - L.t_stop, __ATOMIC_RELAXED);
+    dirty_end(s, &L);
     free(scratch);
     return 0;
 
@@ -466,6 +831,14 @@ fail:
             pthread_join(s->ch[i].thread, NULL);
             s->ch[i].thread_started = false;
         }
+    /* The VM goes on where it was: unthrottled, running, its memory as it
+     * was (vmig only read it). */
+    dirty_end(s, &L);
+    if (L.throttle && s->ops.throttle)
+        s->ops.throttle(s->ops_opaque, 0);
+    __atomic_store_n(&s->st_throttle, 0, __ATOMIC_RELAXED);
+    if (L.stopped && s->ops.resume)
+        s->ops.resume(s->ops_opaque);
     /* A broken channel is often the destination refusing a packet: it says
      * why on the control channel. Otherwise tell it why we stop. */
     vmig_session_take_peer_error(s, 1000);

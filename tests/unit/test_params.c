@@ -67,10 +67,42 @@ int main(void)
     CHECK(set(&p, "max-bandwidth", "99999999999T") == VMIG_EINVAL, "bw overflow");
     CHECK(set(&p, "max-bandwidth", "1Q") == VMIG_EINVAL, "bw bad suffix");
     CHECK(set(&p, "nope", "1") == VMIG_EINVAL, "unknown parameter");
+    /* live pre-copy */
+    vmig_params_init(&p);
+    CHECK(p.dirty_track == VMIG_DIRTY_AUTO && p.downtime_limit_ms == 300 && p.max_passes == 0 &&
+              p.max_time_ms == 0 && p.on_limit == VMIG_ON_LIMIT_FAIL &&
+              p.throttle == VMIG_THROTTLE_ADAPTIVE && p.throttle_initial == 20 &&
+              p.throttle_step == 10 && p.throttle_max == 99 && p.stall_passes == 3,
+          "live defaults");
+    static const char *const modes[] = {"auto", "none", "callback", "wp", "wp-async", "wp-sync"};
+    for (uint32_t m = 0; m < 6; m++) {
+        CHECK(set(&p, "dirty-track", modes[m]) == 0 && p.dirty_track == m, "dirty-track %s",
+              modes[m]);
+        CHECK(!strcmp(vmig_dirty_track_name(m), modes[m]), "name of %u", m);
+    }
+    CHECK(!strcmp(vmig_dirty_track_name(6), "unknown"), "name of 6");
+    CHECK(set(&p, "dirty-track", "kvm") == VMIG_EINVAL, "dirty-track kvm");
+    CHECK(set(&p, "downtime-limit", "0") == VMIG_EINVAL, "downtime 0");
+    CHECK(set(&p, "downtime-limit", "3600000") == 0 && p.downtime_limit_ms == 3600000, "dt max");
+    CHECK(set(&p, "downtime-limit", "3600001") == VMIG_EINVAL, "dt max+1");
+    CHECK(set(&p, "max-passes", "1000000") == 0 && p.max_passes == 1000000, "passes max");
+    CHECK(set(&p, "max-passes", "1000001") == VMIG_EINVAL, "passes max+1");
+    CHECK(set(&p, "max-time", "86400000") == 0 && p.max_time_ms == 86400000, "time max");
+    CHECK(set(&p, "max-time", "86400001") == VMIG_EINVAL, "time max+1");
+    CHECK(set(&p, "on-limit", "switch") == 0 && p.on_limit == VMIG_ON_LIMIT_SWITCH, "on-limit");
+    CHECK(set(&p, "on-limit", "abort") == VMIG_EINVAL, "on-limit bad");
+    CHECK(set(&p, "throttle", "ladder") == 0 && p.throttle == VMIG_THROTTLE_LADDER, "ladder");
+    CHECK(set(&p, "throttle", "off") == 0 && p.throttle == VMIG_THROTTLE_OFF, "off");
+    CHECK(set(&p, "throttle-max", "99") == 0 && p.throttle_max == 99, "tmax 99");
+    CHECK(set(&p, "throttle-max", "100") == VMIG_EINVAL, "tmax 100");
+    CHECK(set(&p, "throttle-initial", "0") == VMIG_EINVAL, "tinit 0");
+    CHECK(set(&p, "throttle-step", "99") == 0 && p.throttle_step == 99, "tstep 99");
+    CHECK(set(&p, "stall-passes", "1000") == 0 && p.stall_passes == 1000, "stall max");
+    CHECK(set(&p, "stall-passes", "0") == VMIG_EINVAL, "stall 0");
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 7, "table has %d entries", n);
+    CHECK(n == 17, "table has %d entries", n);
 
     /* Sessions refuse bad params given as a struct. */
     vmig_session *s = NULL;
@@ -78,6 +110,15 @@ int main(void)
     vmig_params_init(&p);
     p.channels = 65;
     CHECK(vmig_session_create(&s, VMIG_ROLE_SOURCE, &p, &e) == VMIG_EINVAL && !s, "65 channels");
+    CHECK(strstr(e.msg, "channels") && strstr(e.msg, "1..64"), "message: %s", e.msg);
+    vmig_params_init(&p);
+    p.throttle_max = 100;
+    e = (vmig_error){0};
+    CHECK(vmig_session_create(&s, VMIG_ROLE_SOURCE, &p, &e) == VMIG_EINVAL && !s, "tmax 100");
+    CHECK(strstr(e.msg, "throttle-max"), "message: %s", e.msg);
+    vmig_params_init(&p);
+    p.dirty_track = 6;
+    CHECK(vmig_session_create(&s, VMIG_ROLE_SOURCE, &p, &e) == VMIG_EINVAL && !s, "mode 6");
     vmig_params_init(&p);
     CHECK(vmig_session_create(&s, VMIG_ROLE_SOURCE, &p, NULL) == 0 && s, "create");
     static uint8_t mem[3 * 4096] __attribute__((aligned(4096)));
