@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "live.h"
 #include "mix.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -46,7 +47,23 @@ static void bench_help(FILE *f)
                "                          new file in --dest-dir, pages allocated as data lands\n"
                "      --prefault          populate the destination file before the migration\n"
                "      --dest-dir DIR      where the destination file is made (default /dev/shm)\n"
-               "      --transport T       tcp (127.0.0.1, default) or unix\n\n");
+               "      --transport T       tcp (127.0.0.1, default) or unix\n\n"
+               "Live mode (the source keeps changing while it migrates):\n"
+               "      --live              writer threads dirty the source image during the\n"
+               "                          migration, tracked by the built-in userfaultfd\n"
+               "                          tracker (dirty-track wp unless set); at switchover\n"
+               "                          they stop, and the destination's memory is compared\n"
+               "                          byte for byte with the source's at that moment\n"
+               "      --dirty-rate RATE   bytes/s the writers dirty, K/M/G suffixes (powers\n"
+               "                          of 1024; default 100000000, i.e. 100 MB/s); 0 = as\n"
+               "                          fast as they can\n"
+               "      --hot-set SIZE      the writers write the first SIZE bytes of the image\n"
+               "                          (default 512M, at most the image)\n"
+               "      --writers N         writer threads, 1..64 (default 2)\n"
+               "      --redirty PCT       share of writes that hit a recently written page\n"
+               "                          again (default 0)\n"
+               "  Throttling slows the writers the way a VMM slows vCPUs (a duty cycle).\n"
+               "  The summary adds passes, downtime, throttle and the writers' own rate.\n\n");
     cli_print_common_help(f);
 }
 
@@ -57,7 +74,67 @@ typedef struct bench_cfg {
     bool unix_sock;
     const char *dest_dir;
     cli_opts o;
+    bool live;
+    struct vmig_live_params lp;
 } bench_cfg;
+
+/* The device state of the bench's pretend VM: 64 KiB from the seed. */
+#define BENCH_STATE_LEN 65536u
+
+static uint64_t state_sum(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static void state_fill(uint8_t *p, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)((i * 131 + seed * 7) >> 3);
+}
+
+/* Receiver: the state that arrived. */
+typedef struct recv_state {
+    size_t len;
+    uint64_t sum;
+    int loads;
+} recv_state;
+
+static int recv_load_state(void *o, const void *buf, size_t len)
+{
+    recv_state *r = o;
+    r->len = len;
+    r->sum = state_sum(buf, len);
+    r->loads++;
+    return 0;
+}
+
+/* Sender: the VM is the writer threads. */
+static int vm_stop(void *o)
+{
+    vmig_live_pause(o);
+    return 0;
+}
+static void vm_resume(void *o)
+{
+    vmig_live_resume(o);
+}
+static void vm_throttle(void *o, unsigned pct)
+{
+    vmig_live_throttle(o, pct);
+}
+static int vm_save_state(void *o, void **buf, size_t *len)
+{
+    (void)o;
+    *buf = malloc(BENCH_STATE_LEN);
+    if (!*buf)
+        return VMIG_ENOMEM;
+    state_fill(*buf, BENCH_STATE_LEN, 1);
+    *len = BENCH_STATE_LEN;
+    return 0;
+}
 
 static int write_line(int fd, const char *s)
 {
@@ -121,8 +198,12 @@ static void receiver(const bench_cfg *c, int out)
     vmig_session *s = NULL;
     vmig_error err = {0};
     int rc = vmig_session_create(&s, VMIG_ROLE_DEST, &c->o.params, &err);
+    recv_state rs = {0};
+    vmig_vm_ops ops = {.load_state = recv_load_state};
     if (!rc)
         rc = vmig_ram_add(s, "ram", mem, c->size, 4096, VMIG_RAM_ZEROED, &err);
+    if (!rc)
+        rc = vmig_set_vm_ops(s, &ops, &rs);
     if (!rc)
         rc = vmig_incoming_listen(s, c->unix_sock ? sock : "tcp:127.0.0.1:0", &err);
     if (rc) {
@@ -141,8 +222,9 @@ static void receiver(const bench_cfg *c, int out)
     double cpu = cli_process_cpu() - cpu0;
     vmig_stats st;
     vmig_stats_get(s, &st);
-    snprintf(line, sizeof(line), "RESULT %d %.6f %.6f %.6f %s\n", rc, cpu,
-             (double)st.verify_ns / 1e9, (double)st.cpu_ns / 1e9, rc ? err.msg : "ok");
+    snprintf(line, sizeof(line), "RESULT %d %.6f %.6f %.6f %zu %llu %s\n", rc, cpu,
+             (double)st.verify_ns / 1e9, (double)st.cpu_ns / 1e9, rs.len,
+             (unsigned long long)rs.sum, rc ? err.msg : "ok");
     write_line(out, line);
     vmig_session_free(s);
     munmap(mem, c->size);
@@ -168,6 +250,9 @@ int cmd_bench(int argc, char **argv)
     bench_cfg c = {.size = 4ull << 30, .dest_dir = "/dev/shm", .o = {.progress = -1}};
     vmig_params_init(&c.o.params);
     vmig_mix_params_default(&c.mix);
+    vmig_live_params_default(&c.lp);
+    c.lp.rate = 100000000;
+    c.lp.hot_len = 512ull << 20;
     for (int i = 1; i < argc; i++) {
         /* The bench's own options first: --prefault is also the name of a
          * migration parameter (--prefault none|ahead), which would take the
@@ -203,6 +288,40 @@ int cmd_bench(int argc, char **argv)
             c.prefault = false;
         } else if (!strcmp(a, "--prefault")) {
             c.prefault = true;
+        } else if (!strcmp(a, "--live")) {
+            c.live = true;
+        } else if (!strcmp(a, "--dirty-rate") && v) {
+            i++;
+            if (vmig_parse_size(v, &c.lp.rate)) {
+                fprintf(stderr, "vmig bench: --dirty-rate '%s' is not a rate (bytes/s)\n", v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--hot-set") && v) {
+            i++;
+            if (vmig_parse_size(v, &c.lp.hot_len) || c.lp.hot_len == 0 || c.lp.hot_len % 4096) {
+                fprintf(stderr, "vmig bench: --hot-set '%s' must be a positive multiple of 4K\n",
+                        v);
+                return CLI_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--writers") && v) {
+            i++;
+            char *end;
+            unsigned long w = strtoul(v, &end, 10);
+            if (*end || w < 1 || w > VMIG_LIVE_WRITERS_MAX) {
+                fprintf(stderr, "vmig bench: --writers '%s' is not in 1..%u\n", v,
+                        VMIG_LIVE_WRITERS_MAX);
+                return CLI_EXIT_USAGE;
+            }
+            c.lp.writers = (unsigned)w;
+        } else if (!strcmp(a, "--redirty") && v) {
+            i++;
+            char *end;
+            unsigned long r = strtoul(v, &end, 10);
+            if (*end || r > 100) {
+                fprintf(stderr, "vmig bench: --redirty '%s' is not in 0..100\n", v);
+                return CLI_EXIT_USAGE;
+            }
+            c.lp.redirty_pct = (unsigned)r;
         } else if (!strcmp(a, "--dest-dir") && v) {
             c.dest_dir = argv[++i];
         } else if (!strcmp(a, "--transport") && v) {
@@ -226,6 +345,23 @@ int cmd_bench(int argc, char **argv)
     if (vmig_mix_params_check(&c.mix, msg, sizeof(msg))) {
         fprintf(stderr, "vmig bench: %s\n", msg);
         return CLI_EXIT_USAGE;
+    }
+    if (c.live) {
+        c.lp.hot_len = c.lp.hot_len < c.size ? c.lp.hot_len : c.size;
+        c.lp.seed = c.mix.seed;
+        if (c.o.params.dirty_track == VMIG_DIRTY_AUTO)
+            c.o.params.dirty_track = VMIG_DIRTY_WP;
+        vmig_error perr = {0};
+        if (c.o.params.dirty_track == VMIG_DIRTY_CALLBACK ||
+            c.o.params.dirty_track == VMIG_DIRTY_NONE) {
+            fprintf(stderr, "vmig bench: --live needs a built-in tracker (dirty-track wp, "
+                            "wp-async or wp-sync)\n");
+            return CLI_EXIT_USAGE;
+        }
+        if (vmig_dirty_track_probe(c.o.params.dirty_track, &perr)) {
+            fprintf(stderr, "vmig bench: --live: %s\n", perr.msg);
+            return CLI_EXIT_FAILED;
+        }
     }
 
     int pfd[2];
@@ -275,25 +411,79 @@ int cmd_bench(int argc, char **argv)
     }
     snprintf(uri, sizeof(uri), "%.255s", line + 4);
 
+    /* Live: the receiver's file, to compare with the source at switchover
+     * (held open: the receiver unlinks it when it exits). */
+    int dfd = -1;
+    vmig_live *live = NULL;
+    if (c.live) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/vmig-bench-%d.img", c.dest_dir, (int)child);
+        dfd = open(path, O_RDONLY | O_CLOEXEC);
+        rc = dfd < 0 ? -errno : vmig_live_create(&live, img, c.size, &c.lp, true);
+        if (rc) {
+            fprintf(stderr, "vmig bench: cannot set up the writers: %s\n", strerror(-rc));
+            kill(child, SIGKILL);
+            waitpid(child, NULL, 0);
+            return CLI_EXIT_FAILED;
+        }
+        if (talk)
+            fprintf(stderr,
+                    "vmig bench: live: %u writers dirtying %.1f MB/s over %s (redirty %u%%), "
+                    "tracker %s\n",
+                    c.lp.writers, (double)c.lp.rate / 1e6,
+                    cli_fmt_bytes(c.lp.hot_len, a, sizeof(a)), c.lp.redirty_pct,
+                    vmig_dirty_track_name(c.o.params.dirty_track));
+    }
+
     vmig_session *s = NULL;
     vmig_error err = {0};
     rc = vmig_session_create(&s, VMIG_ROLE_SOURCE, &c.o.params, &err);
     if (!rc)
         rc = vmig_ram_add(s, "ram", img, c.size, 4096, 0, &err);
+    vmig_vm_ops ops = {
+        .stop = vm_stop, .resume = vm_resume, .throttle = vm_throttle, .save_state = vm_save_state};
+    if (!rc && live)
+        rc = vmig_set_vm_ops(s, &ops, live);
+    struct vmig_live_stats ls0 = {0}, ls1 = {0};
+    if (live) {
+        vmig_live_resume(live);
+        vmig_live_stats(live, &ls0);
+    }
     double cpu0 = cli_process_cpu();
     if (!rc)
         rc = cli_run(s, run_migrate, uri, &c.o, "bench", &err);
     double send_cpu = cli_process_cpu() - cpu0;
     vmig_stats st;
     vmig_stats_get(s, &st);
+    int same = -1; /* live: the destination equals the source (1), differs (0) */
+    uint64_t first_diff = 0;
+    if (live) {
+        vmig_live_pause(live);
+        vmig_live_stats(live, &ls1);
+        if (rc == 0) {
+            void *dm = mmap(NULL, c.size, PROT_READ, MAP_SHARED, dfd, 0);
+            if (dm != MAP_FAILED) {
+                same = 1;
+                for (uint64_t off = 0; off < c.size && same; off += 1 << 20)
+                    if (memcmp(img + off, (uint8_t *)dm + off, 1 << 20)) {
+                        same = 0;
+                        first_diff = off;
+                    }
+                munmap(dm, c.size);
+            }
+        }
+        close(dfd);
+    }
 
     int child_rc = 0;
     double recv_cpu = 0, recv_verify = 0, recv_thread_cpu = 0;
+    size_t state_len = 0;
+    unsigned long long state_got = 0;
     char recv_msg[1024] = "no answer";
     if (read_line(pfd[0], line, sizeof(line)) == 0 && !strncmp(line, "RESULT ", 7)) {
         int off = 0;
-        if (sscanf(line + 7, "%d %lf %lf %lf %n", &child_rc, &recv_cpu, &recv_verify,
-                   &recv_thread_cpu, &off) >= 4)
+        if (sscanf(line + 7, "%d %lf %lf %lf %zu %llu %n", &child_rc, &recv_cpu, &recv_verify,
+                   &recv_thread_cpu, &state_len, &state_got, &off) >= 6)
             snprintf(recv_msg, sizeof(recv_msg), "%s", line + 7 + off);
     } else {
         child_rc = VMIG_ECONN;
@@ -309,15 +499,56 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "vmig bench: receiver reported: %s\n", recv_msg);
     if (!rc && child_rc)
         rc = child_rc;
+    uint8_t *want_state = live ? malloc(BENCH_STATE_LEN) : NULL;
+    bool state_ok = false;
+    if (want_state) {
+        state_fill(want_state, BENCH_STATE_LEN, 1);
+        state_ok =
+            state_len == BENCH_STATE_LEN && state_got == state_sum(want_state, BENCH_STATE_LEN);
+        free(want_state);
+    }
+    if (live && rc == 0 && (same != 1 || !state_ok)) {
+        if (same == 0)
+            fprintf(stderr,
+                    "vmig bench: the destination differs from the source at switchover, first in "
+                    "the MiB at offset 0x%llx\n",
+                    (unsigned long long)first_diff);
+        else if (same < 0)
+            fprintf(stderr, "vmig bench: cannot map the destination's file to compare it\n");
+        else
+            fprintf(stderr, "vmig bench: the device state did not arrive intact (%zu bytes)\n",
+                    state_len);
+        rc = VMIG_EVERIFY;
+    }
+    /* What the writers did during the migration. */
+    double w_secs = (double)(ls1.run_ns - ls0.run_ns) / 1e9;
+    double w_rate = w_secs > 0 ? (double)(ls1.bytes - ls0.bytes) / w_secs : 0;
+    /* The reference for the total time: the bytes a stopped image needs
+     * (its non-zero pages) at the link rate. */
+    uint64_t counts[VMIG_MIX_NCLASSES];
+    vmig_mix_counts(&c.mix, c.size / 4096, counts);
+    double send_bytes = (double)(c.size / 4096 - counts[VMIG_MIX_ZERO]) * 4096.0;
+    double ideal = c.o.params.max_bandwidth ? send_bytes / (double)c.o.params.max_bandwidth : 0;
+    double secs = (double)st.elapsed_ns / 1e9;
 
-    char extra[512];
+    char extra[1024], live_json[512] = "";
+    if (live)
+        snprintf(live_json, sizeof(live_json),
+                 ",\"live\":{\"writers\":%u,\"dirty_rate\":%llu,\"hot_set\":%llu,"
+                 "\"redirty_pct\":%u,\"writer_bytes_per_second\":%.0f,\"writer_bytes\":%llu,"
+                 "\"same_at_switchover\":%s,\"device_state_bytes\":%zu,"
+                 "\"ideal_seconds\":%.6f,\"time_over_ideal\":%.4f}",
+                 c.lp.writers, (unsigned long long)c.lp.rate, (unsigned long long)c.lp.hot_len,
+                 c.lp.redirty_pct, w_rate, (unsigned long long)(ls1.bytes - ls0.bytes),
+                 same == 1 ? "true" : "false", state_len, ideal, ideal > 0 ? secs / ideal : 0.0);
     snprintf(extra, sizeof(extra),
              "\"bench\":{\"image_bytes\":%llu,\"mix\":\"%u/%u/%u\",\"seed\":%llu,"
              "\"destination\":\"%s\",\"sender_cpu_seconds\":%.3f,\"receiver_cpu_seconds\":%.3f,"
-             "\"cpu_seconds\":%.3f,\"receiver_verify_seconds\":%.3f,\"verified\":%s}",
+             "\"cpu_seconds\":%.3f,\"receiver_verify_seconds\":%.3f,\"verified\":%s%s}",
              (unsigned long long)c.size, c.mix.pct[0], c.mix.pct[1], c.mix.pct[2],
              (unsigned long long)c.mix.seed, c.prefault ? "prefaulted" : "cold", send_cpu, recv_cpu,
-             send_cpu + recv_cpu, recv_verify, rc == 0 && c.o.params.verify ? "true" : "false");
+             send_cpu + recv_cpu, recv_verify, rc == 0 && c.o.params.verify ? "true" : "false",
+             live_json);
     cli_print_summary("sender", rc, &err, &st, send_cpu, &c.o, extra);
     if (!c.o.json && !c.o.quiet) {
         printf("  %-22s %.3f s in migration threads, %.3f s whole process\n", "CPU (receiver)",
@@ -326,8 +557,21 @@ int cmd_bench(int argc, char **argv)
                send_cpu + recv_cpu);
         printf("  %-22s %s\n", "destination",
                c.prefault ? "prefaulted file" : "new file, never touched (cold)");
+        if (live) {
+            printf("  %-22s %.1f MB/s dirtied during the migration (target %.1f MB/s), %s\n",
+                   "writers", w_rate / 1e6, (double)c.lp.rate / 1e6,
+                   cli_fmt_bytes(ls1.bytes - ls0.bytes, a, sizeof(a)));
+            if (ideal > 0)
+                printf("  %-22s %.3f s = %.2fx the %.3f s a stopped image needs at the link rate\n",
+                       "total vs ideal", secs, secs / ideal, ideal);
+            printf("  %-22s %s\n", "at switchover",
+                   same == 1 ? "destination memory == source memory, device state intact"
+                   : rc == 0 ? "not compared"
+                             : "migration failed: the writers run on");
+        }
         fflush(stdout);
     }
+    vmig_live_free(live);
     vmig_session_free(s);
     munmap(img, c.size);
     return cli_exit_code(rc);

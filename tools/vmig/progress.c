@@ -164,6 +164,17 @@ static void *run_thread(void *p)
 static void draw(const vmig_stats *st, const char *label)
 {
     char a[32], b[32];
+    if (st->pass > 1) {
+        /* Live pre-copy after pass 1: what is left, and how fast it moves. */
+        fprintf(stderr,
+                "\r%s pass %-3u remaining %10s  dirty %7.1f MB/s  link %7.1f MB/s  "
+                "downtime ~%5.0f ms  throttle %2u%%  %s %5.1fs ",
+                label, st->pass, cli_fmt_bytes(st->remaining_bytes, a, sizeof(a)),
+                (double)st->dirty_rate / 1e6, (double)st->bandwidth / 1e6,
+                (double)st->expected_downtime_ns / 1e6, st->throttle_pct,
+                vmig_state_name(st->state), (double)st->elapsed_ns / 1e9);
+        return;
+    }
     double frac = st->total_bytes ? (double)st->ram_bytes / (double)st->total_bytes : 0;
     if (frac > 1)
         frac = 1;
@@ -264,12 +275,16 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
         printf(",\"state\":\"%s\",\"seconds\":%.6f,\"total_bytes\":%llu,\"ram_bytes\":%llu,"
                "\"wire_bytes\":%llu,\"normal_pages\":%llu,\"zero_pages\":%llu,\"packets\":%llu,"
                "\"mbps\":%.1f,\"thread_cpu_seconds\":%.3f,\"process_cpu_seconds\":%.3f,"
-               "\"verify_seconds\":%.3f,\"channels\":[",
+               "\"verify_seconds\":%.3f,\"dirty_track\":\"%s\",\"passes\":%u,"
+               "\"dirty_pages\":%llu,\"downtime_seconds\":%.6f,\"throttle_max_pct\":%u,"
+               "\"forced_switchover\":%s,\"dirty_sync_seconds\":%.6f,\"channels\":[",
                vmig_state_name(st->state), secs, (unsigned long long)st->total_bytes,
                (unsigned long long)st->ram_bytes, (unsigned long long)st->wire_bytes,
                (unsigned long long)st->normal_pages, (unsigned long long)st->zero_pages,
                (unsigned long long)st->packets, st->mbps, (double)st->cpu_ns / 1e9, process_cpu,
-               (double)st->verify_ns / 1e9);
+               (double)st->verify_ns / 1e9, vmig_dirty_track_name(st->dirty_track), st->pass,
+               (unsigned long long)st->dirty_pages, (double)st->downtime_ns / 1e9,
+               st->throttle_max_pct, st->forced ? "true" : "false", (double)st->sync_ns / 1e9);
         for (uint32_t i = 0; i < st->channels; i++)
             printf("%s{\"bytes\":%llu,\"packets\":%llu,\"busy_seconds\":%.3f}", i ? "," : "",
                    (unsigned long long)st->ch[i].bytes, (unsigned long long)st->ch[i].packets,
@@ -296,6 +311,16 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
     printf("  %-22s %llu normal, %llu zero\n", "pages", (unsigned long long)st->normal_pages,
            (unsigned long long)st->zero_pages);
     printf("  %-22s %llu\n", "packets", (unsigned long long)st->packets);
+    if (st->dirty_track != VMIG_DIRTY_NONE && strcmp(role, "receiver")) {
+        printf("  %-22s %s, %u passes, %llu pages re-sent as dirty, syncs %.3f s\n",
+               "live pre-copy", vmig_dirty_track_name(st->dirty_track), st->pass,
+               (unsigned long long)st->dirty_pages, (double)st->sync_ns / 1e9);
+        printf("  %-22s %.1f ms (VM stopped until the destination committed)%s\n", "downtime",
+               (double)st->downtime_ns / 1e6, st->forced ? ", switchover forced by on-limit" : "");
+        printf("  %-22s highest %u%%\n", "throttle", st->throttle_max_pct);
+    } else if (st->pass > 1) {
+        printf("  %-22s %u\n", "passes", st->pass);
+    }
     char cpu_label[48];
     snprintf(cpu_label, sizeof(cpu_label), "CPU (%s)", role);
     printf("  %-22s %.3f s in migration threads, %.3f s whole process\n", cpu_label,
