@@ -173,7 +173,9 @@ run bench_help "$VMIG" bench --help
 check "vmig bench --help exits 0 and lists its options" \
     eval '[ "$RC" = 0 ] && has bench_help.out "--size" && has bench_help.out "--mix" &&
           has bench_help.out "--seed" && has bench_help.out "--transport" &&
-          has bench_help.out "--prefault"'
+          has bench_help.out "--prefault" && has bench_help.out "--live" &&
+          has bench_help.out "--dirty-rate" && has bench_help.out "dirty-track" &&
+          has bench_help.out "downtime-limit" && has bench_help.out "throttle"'
 
 # ---------------------------------------------------------------- usage errors
 # usage DESCRIPTION PATTERN ARGS...: exit 2, PATTERN on stderr, nothing on stdout.
@@ -204,6 +206,11 @@ usage "bench: unknown option" "unknown option '--frob'" bench --frob
 usage "bench: size not a multiple of 4K" "multiple of 4K" bench --size 1000
 usage "bench: negative size" "multiple of 4K" bench --size " -4096"
 usage "bench: bad mix" "mix" bench --mix 50/50/50
+usage "bench: writers 0" "not in 1..64" bench --live --writers 0
+usage "bench: redirty 101" "not in 0..100" bench --live --redirty 101
+usage "bench: bad dirty rate" "not a rate" bench --live --dirty-rate fast
+usage "bench: live without a tracker" "built-in tracker" bench --live -o dirty-track=none
+usage "bench: bad throttle" "throttle" bench --live --throttle sometimes
 check "usage errors created no file" eval '[ ! -e out ] && [ ! -e img ] && [ ! -e a ]'
 
 # ---------------------------------------------------------------- the image
@@ -471,6 +478,24 @@ check "bench --transport unix: exit 0, verified" \
 run bench_noverify "$VMIG" bench --size 16M --no-progress -o verify=off
 check "bench with verify=off: exit 0, the summary does not claim verified" \
     eval '[ "$RC" = 0 ] && has bench_noverify.out "completed" && ! has bench_noverify.out "verified"'
+
+run bench_live "$VMIG" bench --live --size 64M --hot-set 16M --dirty-rate 20000000 \
+    --max-bandwidth 100M --no-progress --json
+check "bench --live: exit 0, several passes, destination == source at switchover" \
+    eval '[ "$RC" = 0 ] && json bench_live.out "d[\"ok\"] is True and d[\"passes\"] >= 2 and
+          d[\"bench\"][\"live\"][\"same_at_switchover\"] is True and
+          d[\"downtime_seconds\"] > 0 and d[\"dirty_track\"] in (\"wp-async\", \"wp-sync\") and
+          d[\"bench\"][\"live\"][\"device_state_bytes\"] == 65536"'
+run bench_live_table "$VMIG" bench --live --size 32M --hot-set 8M --dirty-rate 20000000 \
+    --max-bandwidth 50M --no-progress -o dirty-track=wp-sync
+check "bench --live with wp-sync: the summary shows passes, downtime and the comparison" \
+    eval '[ "$RC" = 0 ] && has bench_live_table.out "wp-sync" && has bench_live_table.out "downtime" &&
+          has bench_live_table.out "destination memory == source memory"'
+run bench_live_fail "$VMIG" bench --live --size 32M --hot-set 32M --dirty-rate 200000000 \
+    --max-bandwidth 10M --no-progress --throttle off --max-time 1000
+check "bench --live that cannot converge: exit 1, says why, the writers ran on" \
+    eval '[ "$RC" = 1 ] && has bench_live_fail.err "did not converge" &&
+          has bench_live_fail.out "the writers run on"'
 
 echo "$npass passed, $nfail failed, 0 skipped"
 [ "$nfail" = 0 ]

@@ -303,8 +303,13 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
     printf("\n  %-22s %s\n", "result",
            rc == 0 ? (verified ? "completed, verified" : "completed") : err->msg);
     printf("  %-22s %.3f s\n", "time", secs);
-    printf("  %-22s %s of %s\n", "memory covered", cli_fmt_bytes(st->ram_bytes, a, sizeof(a)),
-           cli_fmt_bytes(st->total_bytes, b, sizeof(b)));
+    if (st->pass > 1) /* live: pages sent again count again */
+        printf("  %-22s %s for an image of %s\n", "memory sent",
+               cli_fmt_bytes(st->ram_bytes, a, sizeof(a)),
+               cli_fmt_bytes(st->total_bytes, b, sizeof(b)));
+    else
+        printf("  %-22s %s of %s\n", "memory covered", cli_fmt_bytes(st->ram_bytes, a, sizeof(a)),
+               cli_fmt_bytes(st->total_bytes, b, sizeof(b)));
     printf("  %-22s %.1f MB/s of memory, %.1f MB/s on the wire\n", "throughput",
            secs > 0 ? (double)st->ram_bytes / secs / 1e6 : 0.0, st->mbps);
     printf("  %-22s %s\n", "bytes on the wire", cli_fmt_bytes(st->wire_bytes, a, sizeof(a)));
