@@ -211,7 +211,9 @@ int vmig_incoming_set_block_cb(vmig_session *s, vmig_block_cb cb, void *opaque);
  *               KVM_MEM_LOG_DIRTY_PAGES on every slot, or dirty-ring on).
  *               Every write from the return on must show in a later
  *               dirty_sync. Only with dirty-track callback (or auto).
- *   dirty_sync  after each pass, and once more after stop: set in `bitmap`
+ *   dirty_sync  after each pass, 200 ms into each pass that lasts longer
+ *               (a probe of the dirty rate; its pages go to the next pass),
+ *               and once more after stop: set in `bitmap`
  *               the pages of block `block` (index in vmig_ram_add() order,
  *               `name` its name) written since the previous call (or since
  *               log_start), and re-arm them (KVM_GET_DIRTY_LOG does both).

@@ -75,6 +75,8 @@ static void update_throttle(vmig_precopy *pc, bool stalled)
         }
         break;
     case VMIG_THROTTLE_ADAPTIVE:
+        if (pc->probe_rate > rate) /* the less saturated measure of the two */
+            rate = (double)pc->probe_rate;
         if (rate > ADAPTIVE_TARGET * bw && pc->throttle < pc->t_max) {
             /* The rate was measured under the current throttle; the VM
              * unthrottled would dirty rate / (1 - t). Pick the t that
@@ -101,6 +103,8 @@ enum vmig_pc_verdict vmig_precopy_step(vmig_precopy *pc, const vmig_pass_sample 
     pc->dirty_rate = smp->interval_ns
                          ? (uint64_t)((double)smp->dirty_bytes * 1e9 / (double)smp->interval_ns)
                          : 0;
+    pc->probe_rate =
+        smp->probe_ns ? (uint64_t)((double)smp->probe_bytes * 1e9 / (double)smp->probe_ns) : 0;
     pc->expected_ns =
         (uint64_t)((double)pc->remaining * 1e9 / (double)pc->bandwidth) + smp->sync_ns;
     if (pc->remaining == 0 || pc->expected_ns <= pc->downtime_limit_ns)

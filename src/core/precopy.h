@@ -23,6 +23,11 @@ typedef struct vmig_pass_sample {
     uint64_t interval_ns; /* time the sync covers: since the previous sync (or log start) */
     uint64_t sync_ns;     /* duration of that sync */
     uint64_t elapsed_ns;  /* since the migration started */
+    /* A rate probe early in the pass (0 when the pass was too short): the
+     * dirty bytes a sync found probe_ns after the previous sync. Over a
+     * short time few pages are written twice, so this rate is closer to
+     * the VM's than the whole pass's, which saturates on a hot set. */
+    uint64_t probe_bytes, probe_ns;
 } vmig_pass_sample;
 
 enum vmig_pc_verdict {
@@ -38,7 +43,8 @@ typedef struct vmig_precopy {
     uint32_t max_passes, on_limit, policy, t_initial, t_step, t_max, stall_passes;
     /* estimates after the last step */
     uint64_t bandwidth;  /* bytes/s */
-    uint64_t dirty_rate; /* bytes/s */
+    uint64_t dirty_rate; /* bytes/s, over the pass */
+    uint64_t probe_rate; /* bytes/s, the pass's probe (0: none) */
     uint64_t remaining;  /* bytes */
     uint64_t expected_ns;
     uint32_t throttle; /* percent, what the VM should be set to */

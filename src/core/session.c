@@ -57,6 +57,7 @@ void vmig_session_free(vmig_session *s)
         free(s->blocks[i].resident);
         free(s->blocks[i].dirty);
         free(s->blocks[i].dirty_new);
+        free(s->blocks[i].carry);
     }
     free(s->blocks);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++)

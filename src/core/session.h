@@ -43,6 +43,7 @@ typedef struct vmig_block {
     /* Source, live: pages dirtied since the previous sync (one bit each). */
     uint64_t *dirty;
     uint64_t *dirty_new;  /* scratch of each sync */
+    uint64_t *carry;      /* pages a rate probe collected, for the next pass */
     uint32_t track_idx;   /* region index in the built-in tracker */
     uint64_t zero_hash;   /* vmig_zero_page_hash(page_size) */
     uint32_t hello_index; /* destination: position in the source's HELLO */

@@ -226,6 +226,9 @@ typedef struct packer {
     uint32_t rr;
     vmig_channel *c;
     vmig_job *j;
+    /* Called after each packet is queued (the rate probe), may be NULL. */
+    void (*tick)(void *ctx);
+    void *tick_ctx;
 } packer;
 
 static void pk_flush(packer *pk)
@@ -240,6 +243,8 @@ static void pk_flush(packer *pk)
         j->nnormal = partition_zero(s, &s->blocks[j->block], j->offsets, j->npages, pk->scratch);
     slot_push(s, pk->c);
     pk->j = NULL;
+    if (pk->tick)
+        pk->tick(pk->tick_ctx);
 }
 
 static int pk_add(packer *pk, uint32_t bi, uint64_t off)
@@ -465,6 +470,10 @@ typedef struct live {
     bool stopped;      /* stop was called */
     uint32_t throttle; /* last value given to the throttle hook */
     uint64_t t_stop, last_sync;
+    /* The rate probe of the current pass: when it is due (0: none), and what it found. */
+    uint64_t probe_at, probe_bytes, probe_ns;
+    int probe_rc;
+    vmig_error probe_err;
 } live;
 
 static void emit(vmig_session *s, uint32_t type, const live *L, uint32_t pass, int result)
@@ -540,9 +549,11 @@ static int dirty_setup(vmig_session *s, vmig_error *err)
         size_t words = (b->npages + 63) / 64;
         free(b->dirty);
         free(b->dirty_new);
+        free(b->carry);
         b->dirty = calloc(words, sizeof(uint64_t));
         b->dirty_new = calloc(words, sizeof(uint64_t));
-        if (!b->dirty || !b->dirty_new)
+        b->carry = calloc(words, sizeof(uint64_t));
+        if (!b->dirty || !b->dirty_new || !b->carry)
             return vmig_error_set(err, VMIG_ENOMEM, "block '%s': no memory for its dirty bitmap",
                                   b->name);
     }
@@ -574,17 +585,26 @@ static void dirty_end(vmig_session *s, live *L)
     for (uint32_t i = 0; i < s->nblocks; i++) {
         free(s->blocks[i].dirty);
         free(s->blocks[i].dirty_new);
-        s->blocks[i].dirty = s->blocks[i].dirty_new = NULL;
+        free(s->blocks[i].carry);
+        s->blocks[i].dirty = s->blocks[i].dirty_new = s->blocks[i].carry = NULL;
     }
 }
 
 /*
- * Sync the dirty log of every block into b->dirty: replace it (after a
- * pass whose pages are all queued) or add to it (`accumulate`: the sync
- * after stop, whose pages join those of the sync that decided to stop).
- * Returns the dirty bytes now in the bitmaps.
+ * Sync the dirty log of every block:
+ *   SYNC_REPLACE     after a pass whose pages are all queued: b->dirty = the
+ *                    new pages and those the probes of the pass collected;
+ *   SYNC_ACCUMULATE  after stop: added to the pages of the sync that decided
+ *                    to stop (which are not sent yet);
+ *   SYNC_PROBE       early in a long pass, to measure the dirty rate over a
+ *                    short time (over a whole pass, pages written twice count
+ *                    once, and a hot set that is all dirty hides the rate):
+ *                    the pages go to b->carry, sent in the next pass.
+ * Returns the dirty bytes now in the bitmaps (PROBE: those the probe found).
  */
-static int dirty_sync(vmig_session *s, bool accumulate, uint64_t *dirty_bytes, vmig_error *err)
+enum sync_mode { SYNC_REPLACE, SYNC_ACCUMULATE, SYNC_PROBE };
+
+static int dirty_sync(vmig_session *s, enum sync_mode mode, uint64_t *dirty_bytes, vmig_error *err)
 {
     uint64_t t0 = vmig_now_ns(), bytes = 0, found = 0;
     for (uint32_t i = 0; i < s->nblocks; i++) {
@@ -605,11 +625,18 @@ static int dirty_sync(vmig_session *s, bool accumulate, uint64_t *dirty_bytes, v
             return rc;
         if (b->npages % 64) /* bits past the end are the hook's noise */
             b->dirty_new[words - 1] &= (1ull << (b->npages % 64)) - 1;
-        uint64_t pages = 0;
+        uint64_t pages = 0, *dn = b->dirty_new, *d = b->dirty, *c = b->carry;
         for (size_t w = 0; w < words; w++) {
-            found += (uint64_t)__builtin_popcountll(b->dirty_new[w]);
-            b->dirty[w] = accumulate ? b->dirty[w] | b->dirty_new[w] : b->dirty_new[w];
-            pages += (uint64_t)__builtin_popcountll(b->dirty[w]);
+            uint64_t n = (uint64_t)__builtin_popcountll(dn[w]);
+            found += n;
+            if (mode == SYNC_PROBE) {
+                c[w] |= dn[w];
+                pages += n;
+                continue;
+            }
+            d[w] = (mode == SYNC_ACCUMULATE ? d[w] : 0) | dn[w] | c[w];
+            c[w] = 0;
+            pages += (uint64_t)__builtin_popcountll(d[w]);
         }
         bytes += pages << b->page_shift;
     }
@@ -617,6 +644,32 @@ static int dirty_sync(vmig_session *s, bool accumulate, uint64_t *dirty_bytes, v
     vmig_stat_add(&s->st_sync_ns, vmig_now_ns() - t0);
     *dirty_bytes = bytes;
     return 0;
+}
+
+/* Probe ahead of a pass: PROBE_AFTER after it starts, if it lasts that long. */
+#define PROBE_AFTER_NS 200000000ull
+
+typedef struct probe_ctx {
+    vmig_session *s;
+    live *L;
+} probe_ctx;
+
+static void probe_tick(void *arg)
+{
+    probe_ctx *p = arg;
+    live *L = p->L;
+    if (!L->probe_at || L->probe_rc || vmig_now_ns() < L->probe_at)
+        return;
+    L->probe_at = 0;
+    uint64_t bytes;
+    L->probe_rc = dirty_sync(p->s, SYNC_PROBE, &bytes, &L->probe_err);
+    if (L->probe_rc) {
+        vmig_session_fail(p->s, &L->probe_err); /* the producer sees abort */
+        return;
+    }
+    uint64_t now = vmig_now_ns();
+    L->probe_bytes = bytes;
+    L->probe_ns = now - L->last_sync;
 }
 
 static int vm_stop(vmig_session *s, live *L, vmig_error *err)
@@ -655,18 +708,25 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
     int rc = tracked ? dirty_start(s, L, err) : vm_stop(s, L, err);
     if (rc)
         return rc;
+    probe_ctx pctx = {.s = s, .L = L};
     packer pk = {.s = s, .pass = 1, .seq = &seq, .scratch = scratch};
+    if (tracked) {
+        pk.tick = probe_tick;
+        pk.tick_ctx = &pctx;
+    }
     uint64_t t_pass = vmig_now_ns(), wire0 = 0;
+    L->probe_at = t_pass + PROBE_AFTER_NS;
     publish(s, L, 1);
     if ((rc = produce_all(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, 1, &seq)))
-        return rc;
+        return L->probe_rc ? vmig_error_copy(err, &L->probe_err) : rc;
     while (tracked) {
         if ((rc = wait_drained(s, pass)))
             return rc;
+        L->probe_at = 0;
         uint64_t t_end = vmig_now_ns();
         uint64_t wire = __atomic_load_n(&s->st_wire_bytes, __ATOMIC_RELAXED);
         uint64_t dirty;
-        if ((rc = dirty_sync(s, false, &dirty, err)))
+        if ((rc = dirty_sync(s, SYNC_REPLACE, &dirty, err)))
             return rc;
         uint64_t t_synced = vmig_now_ns();
         vmig_pass_sample smp = {
@@ -677,8 +737,11 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
             .interval_ns = t_synced - L->last_sync,
             .sync_ns = t_synced - t_end,
             .elapsed_ns = t_synced - s->start_ns,
+            .probe_bytes = L->probe_bytes,
+            .probe_ns = L->probe_ns,
         };
         L->last_sync = t_synced;
+        L->probe_bytes = L->probe_ns = 0;
         char why[VMIG_ERROR_MSG_MAX - 64];
         enum vmig_pc_verdict v = vmig_precopy_step(&L->pc, &smp, why, sizeof(why));
         publish(s, L, pass);
@@ -690,15 +753,17 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
             pass++;
             pk.pass = pass;
             t_pass = vmig_now_ns();
+            L->probe_at = t_pass + PROBE_AFTER_NS;
             wire0 = __atomic_load_n(&s->st_wire_bytes, __ATOMIC_RELAXED);
             if ((rc = produce_dirty(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)))
-                return rc;
+                return L->probe_rc ? vmig_error_copy(err, &L->probe_err) : rc;
             continue;
         }
         if (v == VMIG_PC_FORCE)
             __atomic_store_n(&s->st_forced, 1, __ATOMIC_RELAXED);
         emit(s, VMIG_EVENT_SWITCHOVER, L, pass, 0);
-        if ((rc = vm_stop(s, L, err)) || (rc = dirty_sync(s, true, &dirty, err)))
+        pk.tick = NULL; /* nothing to measure once the VM stops */
+        if ((rc = vm_stop(s, L, err)) || (rc = dirty_sync(s, SYNC_ACCUMULATE, &dirty, err)))
             return rc;
         L->pc.remaining = dirty;
         pass++;

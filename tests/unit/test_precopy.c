@@ -12,6 +12,7 @@
 
 typedef struct model {
     double bw, rate, hot, image, sync_s;
+    bool probe; /* the source probes the dirty rate 0.2 s into each pass */
 } model;
 
 typedef struct outcome {
@@ -46,6 +47,11 @@ static outcome run(const model *m, const vmig_params *p)
             .sync_ns = (uint64_t)(m->sync_s * 1e9),
             .elapsed_ns = (uint64_t)(t * 1e9),
         };
+        if (m->probe && secs >= 0.2) {
+            double pw = m->rate * (1.0 - throttle / 100.0) * (0.2 + m->sync_s);
+            smp.probe_bytes = (uint64_t)(m->hot * (1.0 - exp(-pw / m->hot)));
+            smp.probe_ns = (uint64_t)((0.2 + m->sync_s) * 1e9);
+        }
         o.v = vmig_precopy_step(&pc, &smp, o.why, sizeof(o.why));
         o.passes = pass;
         o.seconds = t;
@@ -86,14 +92,18 @@ static void test_low_rate(void)
           m.image / m.bw);
 }
 
-static void test_fast_rate(uint32_t policy, outcome *out)
+static void test_fast_rate(uint32_t policy, bool probe, outcome *out)
 {
     /* The second case: 400 MB/s of writes against a 200 MB/s link. */
     vmig_params p;
     vmig_params_init(&p);
     p.throttle = policy;
-    model m = {
-        .bw = 200 * MB, .rate = 400 * MB, .hot = 512 * MiB, .image = 2048 * MiB, .sync_s = 0.005};
+    model m = {.bw = 200 * MB,
+               .rate = 400 * MB,
+               .hot = 512 * MiB,
+               .image = 2048 * MiB,
+               .sync_s = 0.005,
+               .probe = probe};
     outcome o = run(&m, &p);
     CHECK(o.v == VMIG_PC_SWITCH, "policy %u: verdict %d (%s)", policy, o.v, o.why);
     CHECK(o.throttle > 50 && o.throttle <= 99, "policy %u: throttle %u%%", policy, o.throttle);
@@ -105,13 +115,20 @@ static void test_fast_rate(uint32_t policy, outcome *out)
 
 static void test_policies(void)
 {
-    outcome lad, ada;
-    test_fast_rate(VMIG_THROTTLE_LADDER, &lad);
-    test_fast_rate(VMIG_THROTTLE_ADAPTIVE, &ada);
+    outcome lad, ada, adp, ladp;
+    test_fast_rate(VMIG_THROTTLE_LADDER, false, &lad);
+    test_fast_rate(VMIG_THROTTLE_ADAPTIVE, false, &ada);
+    test_fast_rate(VMIG_THROTTLE_ADAPTIVE, true, &adp);
+    test_fast_rate(VMIG_THROTTLE_LADDER, true, &ladp);
     fprintf(stderr,
             "  model, 400 MB/s vs 200 MB/s: ladder %u passes %.1f s at %u%%; adaptive %u "
-            "passes %.1f s at %u%%\n",
-            lad.passes, lad.seconds, lad.throttle, ada.passes, ada.seconds, ada.throttle);
+            "passes %.1f s at %u%%; adaptive with rate probes %u passes %.1f s at %u%%\n",
+            lad.passes, lad.seconds, lad.throttle, ada.passes, ada.seconds, ada.throttle,
+            adp.passes, adp.seconds, adp.throttle);
+    /* The probe sees the rate a pass earlier; the ladder (QEMU's rule) ignores it. */
+    CHECK(adp.seconds < ada.seconds, "probe %.1f s, none %.1f s", adp.seconds, ada.seconds);
+    CHECK(ladp.passes == lad.passes, "the ladder used the probe: %u vs %u passes", ladp.passes,
+          lad.passes);
     /* Adaptive must be better than the fixed ladder: faster, and it lets the
      * VM run faster (throttled less) at the end. */
     CHECK(ada.seconds < lad.seconds, "adaptive %.1f s, ladder %.1f s", ada.seconds, lad.seconds);
