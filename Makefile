@@ -1,14 +1,14 @@
 # Thin wrapper around Meson so that a newcomer needs two commands:
 #   make demo    build, then live-migrate a 4 GiB image between two processes on loopback
 #   make check   build, then run the whole test suite
-# Other targets: build, asan, tsan, fuzz, fuzz-long, bench, format, clean.
+# Other targets: build, asan, tsan, fuzz, fuzz-long, bench, bench-live, format, clean.
 
 BUILD    ?= build
 MESON    ?= meson
 DEMO_SIZE ?= 4G
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench format clean
+.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live format clean
 
 all: build
 
@@ -59,8 +59,13 @@ fuzz: deps
 fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=3600
 
+# The figures of docs/benchmarks.md: foundation (issue 2) and live pre-copy (issue 3).
 bench: build
 	./bench/run_foundation.py $(BUILD)
+	./bench/run_live.py $(BUILD) --cold
+
+bench-live: build
+	./bench/run_live.py $(BUILD) --cold
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include "../ram/digest.h"
 #include "../ram/dirty.h"
@@ -392,6 +393,12 @@ static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint3
     int rc = vmig_connect(uri, (int)s->p.connect_timeout_ms, out, err);
     if (rc)
         return rc;
+    /* A destination that takes no data for connect-timeout (stopped, wedged)
+     * must not hold a live VM's migration forever: the write times out. */
+    struct timeval tv = {(time_t)(s->p.connect_timeout_ms / 1000),
+                         (suseconds_t)(s->p.connect_timeout_ms % 1000) * 1000};
+    if ((*out)->fd >= 0)
+        setsockopt((*out)->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     vmig_wire_hs hs = {.kind = kind, .channel_id = (uint16_t)id, .channel_count = (uint16_t)s->nch};
     memcpy(hs.uuid, s->uuid, 16);
     uint8_t raw[VMIG_HS_LEN];

@@ -113,13 +113,14 @@ static int count_threads(void)
 typedef struct killer {
     pid_t pid;
     uint64_t delay_us;
+    int sig; /* 0: SIGKILL */
 } killer;
 
 static void *kill_main(void *arg)
 {
     killer *k = arg;
     usleep((useconds_t)k->delay_us);
-    kill(k->pid, SIGKILL);
+    kill(k->pid, k->sig ? k->sig : SIGKILL);
     return NULL;
 }
 
@@ -169,6 +170,9 @@ static void test_receiver_killed(uint64_t *rng)
             k.delay_us = 20000000; /* a backstop only */
         }
         pthread_t tk;
+        bool stopped = t == 0; /* the first receiver is stopped (SIGSTOP), not killed */
+        if (stopped)
+            k.sig = SIGSTOP;
         REQUIRE(pthread_create(&tk, NULL, kill_main, &k) == 0, "thread");
         uint64_t t0 = tu_now_ns();
         int rc = vmig_migrate(s, uri, &e);
@@ -179,6 +183,10 @@ static void test_receiver_killed(uint64_t *rng)
             pthread_cancel(tk);
         }
         pthread_join(tk, NULL);
+        if (stopped) {
+            CHECK(rc == VMIG_ETIMEDOUT || rc == 0, "stopped receiver: %d %s", rc, e.msg);
+            kill(pid, SIGKILL);
+        }
         int status;
         waitpid(pid, &status, 0);
         char msg[512];
@@ -198,9 +206,10 @@ static void test_receiver_killed(uint64_t *rng)
             CHECK(secs < 10, "trial %d: the source took %.1f s to notice", t, secs);
             CHECK(vm.last_throttle == 0, "trial %d: left throttled", t);
         }
-        fprintf(stderr, "  receiver killed %s %.3f s: source %s after %.3f s (%s)\n",
-                at_switch ? "at switchover, backstop" : "after", (double)k.delay_us / 1e6,
-                rc ? "failed" : "completed", secs, rc ? e.msg : "the kill came after the commit");
+        fprintf(stderr, "  receiver %s %s %.3f s: source %s after %.3f s (%s)\n",
+                stopped ? "stopped" : "killed", at_switch ? "at switchover, backstop" : "after",
+                (double)k.delay_us / 1e6, rc ? "failed" : "completed", secs,
+                rc ? e.msg : "the kill came after the commit");
         vmig_session_free(s);
         tu_vm_free(&vm);
     }
