@@ -25,6 +25,7 @@
  * writers never share a cache line of the table.
  */
 #include "live.h"
+#include "prng.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -101,18 +102,6 @@ static void sleep_until(uint64_t t)
                           .tv_nsec = (long)(t % 1000000000ull)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
         ;
-}
-
-static inline uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t splitmix64(uint64_t *state)
-{
-    return mix64(*state += 0x9E3779B97F4A7C15ull);
 }
 
 /* Uniform in [0, n) (Lemire's multiply-shift; the bias is below n / 2^64). */

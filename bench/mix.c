@@ -8,6 +8,7 @@
  * thread count or on the order in which chunks are taken.
  */
 #include "mix.h"
+#include "prng.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,19 +23,6 @@
 #define CHUNK 256u /* pages per unit of parallel work (1 MiB) */
 
 /* ------------------------------------------------------------------ PRNGs */
-
-/* splitmix64 finaliser: a bijective 64-bit mixer. */
-static inline uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t splitmix64(uint64_t *state)
-{
-    return mix64(*state += 0x9E3779B97F4A7C15ull);
-}
 
 struct xoshiro {
     uint64_t s[4];
