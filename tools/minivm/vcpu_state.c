@@ -25,6 +25,15 @@
 
 #include "minivm.h"
 
+/* struct kvm_msrs with one entry, spelled out: the kernel's header ends in a
+ * flexible array member, which ISO C does not allow inside another struct. */
+struct one_msr {
+    __u32 nmsrs, pad;
+    struct kvm_msr_entry e;
+};
+_Static_assert(offsetof(struct one_msr, e) == offsetof(struct kvm_msrs, entries),
+               "one_msr must have the layout of struct kvm_msrs");
+
 #define STATE_MAGIC   0x315441545300564dull /* "MV\0STAT1" */
 #define STATE_VERSION 1u
 #define STATE_MAX     (1u << 20)
@@ -261,10 +270,7 @@ static int save_vcpu(struct minivm_vcpu *v, struct wbuf *w)
     uint64_t val[NSTATE_MSRS];
     uint32_t n = 0;
     for (size_t i = 0; i < NSTATE_MSRS; i++) {
-        struct {
-            struct kvm_msrs h;
-            struct kvm_msr_entry e;
-        } m = {.h.nmsrs = 1, .e.index = state_msrs[i]};
+        struct one_msr m = {.nmsrs = 1, .e.index = state_msrs[i]};
         if (ioctl(v->fd, KVM_GET_MSRS, &m) == 1) {
             idx[n] = state_msrs[i];
             val[n++] = m.e.data;
@@ -423,10 +429,7 @@ static int load_vcpu(struct minivm *vm, struct minivm_vcpu *v, struct rbuf *r, c
             if (s.fail || n > NSTATE_MSRS || len != 4 + n * 12)
                 FAIL("vCPU %u: bad MSR section (%u bytes)", v->index, len);
             for (uint32_t i = 0; i < n; i++) {
-                struct {
-                    struct kvm_msrs h;
-                    struct kvm_msr_entry e;
-                } m = {.h.nmsrs = 1};
+                struct one_msr m = {.nmsrs = 1};
                 m.e.index = get32(&s);
                 m.e.data = get64(&s);
                 if (!msr_known(m.e.index))
@@ -534,10 +537,7 @@ int minivm_state_load(struct minivm *vm, const void *buf, size_t len, char *msg,
 
 static int read_tsc(struct minivm_vcpu *v, uint64_t *tsc)
 {
-    struct {
-        struct kvm_msrs h;
-        struct kvm_msr_entry e;
-    } m = {.h.nmsrs = 1, .e.index = MSR_IA32_TSC};
+    struct one_msr m = {.nmsrs = 1, .e.index = MSR_IA32_TSC};
     if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
         return -1;
     *tsc = m.e.data;
@@ -567,10 +567,7 @@ int minivm_state_apply_tsc(struct minivm *vm)
             if (ioctl(v->fd, KVM_SET_DEVICE_ATTR, &a) == 0)
                 continue;
         }
-        struct {
-            struct kvm_msrs h;
-            struct kvm_msr_entry e;
-        } m = {.h.nmsrs = 1, .e.index = MSR_IA32_TSC, .e.data = vm->tsc_value[i]};
+        struct one_msr m = {.nmsrs = 1, .e.index = MSR_IA32_TSC, .e.data = vm->tsc_value[i]};
         if (ioctl(v->fd, KVM_SET_MSRS, &m) != 1)
             return -1;
     }
@@ -588,10 +585,7 @@ int minivm_state_apply_tsc(struct minivm *vm)
     if (getenv("MINIVM_DEBUG_TSC")) {
         struct minivm_config *c = minivm_config_page(vm);
         for (unsigned i = 0; i < vm->nvcpus; i++) {
-            struct {
-                struct kvm_msrs h;
-                struct kvm_msr_entry e;
-            } m = {.h.nmsrs = 1, .e.index = MSR_IA32_TSC};
+            struct one_msr m = {.nmsrs = 1, .e.index = MSR_IA32_TSC};
             ioctl(vm->vcpu[i].fd, KVM_GET_MSRS, &m);
             fprintf(stderr, "minivm: vCPU %u TSC saved %llu now %llu (guest last_tsc %llu)\n", i,
                     (unsigned long long)vm->tsc_value[i], (unsigned long long)m.e.data,
