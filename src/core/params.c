@@ -115,20 +115,37 @@ void vmig_params_init(vmig_params *p)
     p->stall_passes = 3;
 }
 
+/* A parameter's field, read or written at its width (4 or 8 bytes). */
+static uint64_t field_load(const vmig_params *p, const param_spec *d)
+{
+    const uint8_t *field = (const uint8_t *)p + d->offset;
+    if (d->width == 4) {
+        uint32_t v32;
+        memcpy(&v32, field, 4);
+        return v32;
+    }
+    uint64_t v;
+    memcpy(&v, field, 8);
+    return v;
+}
+
+static void field_store(vmig_params *p, const param_spec *d, uint64_t v)
+{
+    uint8_t *field = (uint8_t *)p + d->offset;
+    if (d->width == 4) {
+        uint32_t v32 = (uint32_t)v;
+        memcpy(field, &v32, 4);
+    } else {
+        memcpy(field, &v, 8);
+    }
+}
+
 /* Checks vmig_session_create() applies to a caller's vmig_params. */
 int vmig_params_check(const vmig_params *p, vmig_error *err)
 {
     for (size_t i = 0; i < VMIG_ARRAY_SIZE(specs); i++) {
         const param_spec *d = &specs[i];
-        const uint8_t *field = (const uint8_t *)p + d->offset;
-        uint64_t v;
-        if (d->width == 4) {
-            uint32_t v32;
-            memcpy(&v32, field, 4);
-            v = v32;
-        } else {
-            memcpy(&v, field, 8);
-        }
+        uint64_t v = field_load(p, d);
         if (v < d->min || v > d->max)
             return vmig_error_set(err, VMIG_EINVAL,
                                   "parameter %s: %llu is not valid (accepted: %s)", infos[i].name,
@@ -209,13 +226,7 @@ int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_er
             return vmig_error_set(err, VMIG_EINVAL,
                                   "parameter %s: '%s' is not valid (accepted: %s)", name, value,
                                   infos[i].values);
-        uint8_t *field = (uint8_t *)p + d->offset;
-        if (d->width == 4) {
-            uint32_t v32 = (uint32_t)v;
-            memcpy(field, &v32, 4);
-        } else {
-            memcpy(field, &v, 8);
-        }
+        field_store(p, d, v);
         return 0;
     }
     return vmig_error_set(err, VMIG_EINVAL, "unknown parameter '%s'", name);
