@@ -37,10 +37,17 @@
 #define MINIVM_LOW_MAX      0xC0000000ull /* 3 GiB */
 #define MINIVM_MAX_VCPUS    4
 #define MINIVM_CONFIG_MAGIC 0x4D494E49564D3031ull /* "MINIVM01" */
+#define MINIVM_RATE_MAX     (~0ull)               /* config rates: as fast as the vCPU can */
 
 /* I/O ports (OUT from the guest; the VMM handles the exit). */
 #define MINIVM_PORT_DEBUG 0xE9  /* one character of text (QEMU's debugcon too) */
 #define MINIVM_PORT_EVENT 0x500 /* 32-bit: enum minivm_event; details in the config page */
+/* 32-bit: sleep up to this many microseconds (at most 10 ms; less when the
+ * VMM pauses the vCPU). A paravirtual idle: without interrupts the guest
+ * cannot HLT and be woken, and spinning would take a host core from the
+ * migration's threads. Other hypervisors ignore the port: the guest spins. */
+#define MINIVM_PORT_SLEEP   0x504
+#define MINIVM_SLEEP_MAX_US 10000u
 
 enum minivm_event {
     MINIVM_EV_READY = 1,        /* vCPU's config read, loop starts (value | vcpu << 16) */
@@ -79,10 +86,7 @@ enum minivm_role {
 static inline uint64_t minivm_pattern(uint64_t index, uint64_t gen, uint64_t k)
 {
     (void)k;
-    uint64_t z = index * 0x9E3779B97F4A7C15ull ^ (gen << 20);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return index * 0x9E3779B97F4A7C15ull ^ gen * 0xD1B54A32D192ED03ull ^ 0x5A5A5A5A5A5A5A5Aull;
 }
 
 /* The config page: written by the VMM before the vCPUs start; the guest
@@ -97,7 +101,7 @@ struct minivm_config {
     uint64_t hot_first;   /* hot set: page indexes [hot_first, hot_first + hot_pages) */
     uint64_t hot_pages;
     uint64_t hot_share; /* writes that go to the hot set, per 1024 (the rest: cold set) */
-    uint64_t rate;      /* pages/s the writer dirties; 0 = as fast as it can */
+    uint64_t rate;      /* pages/s the writer dirties; 0 = none, MINIVM_RATE_MAX = unpaced */
     uint64_t tsc_khz;   /* TSC frequency, kHz (pacing) */
     uint64_t run_pages; /* writes after which the writer reports DONE; 0 = forever */
     uint32_t nvcpus;
@@ -112,6 +116,7 @@ struct minivm_config {
     uint64_t rng[MINIVM_MAX_VCPUS]; /* PRNG state per vCPU (in memory, so it migrates) */
     /* (guest) the first failure: page index, what was expected and found */
     uint64_t fail_index, fail_want, fail_got, fail_word;
+    uint64_t check_rate; /* pages/s the checker checks; 0 = none, MINIVM_RATE_MAX = unpaced */
 };
 
 #endif

@@ -156,73 +156,114 @@ __attribute__((noreturn)) static void fail(uint32_t ev, unsigned vcpu, uint64_t 
 
 /* ---- writer ------------------------------------------------------------ */
 
+/* Pages written per counter step: the loop reads the TSC, steps the
+ * counter and asks the pacing once per batch, so that a page costs only
+ * its own few instructions (the stall resolution stays well below 1 ms). */
+#define WRITE_BATCH 16u
+
+/* Pages allowed = base_count + rate * (tsc - base_tsc) / hz. */
+struct pacer {
+    uint64_t base_tsc, base_count;
+    uint64_t hz; /* TSC ticks per second, 0: no pacing */
+};
+
 struct writer {
     unsigned vcpu;
-    int stepped;       /* a counter step happened before (skip the first gap) */
-    int done;          /* DONE reported */
-    uint64_t base_tsc; /* pacing: writes allowed = base_writes + rate * (tsc - base_tsc) / hz */
-    uint64_t base_writes;
-    uint64_t hz; /* TSC ticks per second, 0: no pacing */
+    int stepped; /* a counter step happened before (skip the first gap) */
+    int done;    /* DONE reported */
+    struct pacer pace;
     uint64_t next_print;
 };
 
-/* One write of generation g to page i under the seqlock. x86 is TSO (stores
- * are not reordered with stores, `rep stosq` included on write-back memory),
- * so compiler barriers are enough. */
-static void write_page(uint64_t i)
+/* `n` writes under the seqlock, to pages drawn from the PRNG (xorshift64;
+ * its state is in config->rng between batches and in a register during
+ * one, which migrates with the vCPU state). x86 is TSO (stores are not
+ * reordered with stores, `rep stosq` included on write-back memory), so
+ * compiler barriers are enough. A page is picked with a multiply-shift
+ * instead of a division: under nested KVM every instruction counts. */
+static void write_batch(unsigned vcpu, unsigned n)
 {
-    volatile uint64_t *pg = page_ptr(i);
-    uint32_t g = GEN[i] / 2 + 1;
-    GEN[i] = 2 * g - 1;
-    barrier();
-    pg[0] = i;
-    pg[1] = g;
-    uint64_t *d = (uint64_t *)(uintptr_t)&pg[2];
-    uint64_t n = PATTERN_WORDS;
-    __asm__ volatile("rep stosq" : "+D"(d), "+c"(n) : "a"(minivm_pattern(i, g, 2)) : "memory");
-    barrier();
-    GEN[i] = 2 * g;
+    uint64_t s = CFG->rng[vcpu];
+    const uint64_t s0 = CFG->slot0_pages, hot_first = CFG->hot_first, hot = CFG->hot_pages;
+    const uint64_t share = hot ? CFG->hot_share : 0, first = CFG->data_first;
+    const uint64_t pages = CFG->data_pages;
+    volatile uint32_t *gen = GEN;
+    for (; n; n--) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        uint64_t i = (s & 1023) < share ? hot_first + (((s >> 32) * hot) >> 32)
+                                        : first + (((s >> 32) * pages) >> 32);
+        uint64_t gpa = i < s0 ? i * MINIVM_PAGE : MINIVM_HIGH_BASE + (i - s0) * MINIVM_PAGE;
+        volatile uint64_t *pg = (volatile uint64_t *)(uintptr_t)gpa;
+        uint32_t e = gen[i] | 1; /* odd: writing generation (e + 1) / 2 */
+        uint64_t g = (e + 1) / 2;
+        gen[i] = e;
+        barrier();
+        pg[0] = i;
+        pg[1] = g;
+        uint64_t *d = (uint64_t *)(uintptr_t)&pg[2];
+        uint64_t k = PATTERN_WORDS;
+        __asm__ volatile("rep stosq" : "+D"(d), "+c"(k) : "a"(minivm_pattern(i, g, 2)) : "memory");
+        barrier();
+        gen[i] = e + 1;
+    }
+    CFG->rng[vcpu] = s;
 }
 
-static uint64_t pick_write_page(unsigned vcpu)
-{
-    uint64_t r = rng_next(vcpu);
-    uint64_t hot = CFG->hot_pages;
-    if (hot && (r & 1023) < CFG->hot_share)
-        return CFG->hot_first + (r >> 10) % hot;
-    return CFG->data_first + (r >> 10) % CFG->data_pages;
-}
-
-/* Pacing: may the writer write now? The reference (base_tsc, base_writes)
+/* Pacing: how many pages may a loop do now (at most `max`), given `rate`
+ * pages/s and `done` pages so far? The reference (base_tsc, base_count)
  * moves by whole seconds so that rate * elapsed never overflows; when the
- * writer is more than 1/20 s behind (it was stopped: a migration's
- * downtime), the debt is forgiven instead of paid back in a burst. */
-static int pace_allows(struct writer *w, uint64_t tsc)
+ * loop is more than 1/20 s behind (it was stopped: a migration's downtime),
+ * the debt is forgiven instead of paid back in a burst. */
+static unsigned pace_budget(struct pacer *p, uint64_t rate, uint64_t done, uint64_t tsc,
+                            unsigned max)
 {
-    uint64_t rate = CFG->rate;
-    if (!rate || !w->hz)
-        return 1;
-    uint64_t writes = CFG->writes;
-    if (tsc < w->base_tsc) { /* TSC went back (new host): start over */
-        w->base_tsc = tsc;
-        w->base_writes = writes;
+    if (!rate)
+        return 0;
+    if (rate == MINIVM_RATE_MAX || !p->hz)
+        return max;
+    if (tsc < p->base_tsc) { /* TSC went back (new host): start over */
+        p->base_tsc = tsc;
+        p->base_count = done;
     }
-    while (tsc - w->base_tsc >= w->hz) {
-        w->base_tsc += w->hz;
-        w->base_writes += rate;
+    while (tsc - p->base_tsc >= p->hz) {
+        p->base_tsc += p->hz;
+        p->base_count += rate;
     }
-    uint64_t allowed = w->base_writes + rate * (tsc - w->base_tsc) / w->hz;
-    if (allowed > writes + rate / 20 + 1) {
-        w->base_tsc = tsc;
-        w->base_writes = writes;
-        return 1;
+    uint64_t allowed = p->base_count + rate * (tsc - p->base_tsc) / p->hz;
+    if (allowed > done + rate / 20 + max) {
+        p->base_tsc = tsc;
+        p->base_count = done;
+        return max;
     }
-    return writes < allowed;
+    if (allowed <= done)
+        return 0;
+    return allowed - done < max ? (unsigned)(allowed - done) : max;
 }
 
-static void counter_step(struct writer *w)
+static void pacer_init(struct pacer *p, uint64_t done)
 {
-    uint64_t tsc = guest_rdtsc();
+    p->hz = CFG->tsc_khz * 1000;
+    p->base_tsc = guest_rdtsc();
+    p->base_count = done;
+}
+
+/* Nothing to do for a while: about `max` pages' time at `rate` (rate 0:
+ * nothing to do at all), at most 1 ms, through the VMM's sleep port (a
+ * spin elsewhere). */
+static void idle(uint64_t rate, unsigned max)
+{
+    uint64_t us = rate ? (uint64_t)max * 1000000 / rate : 1000;
+    if (us > 1000)
+        us = 1000;
+    if (us)
+        outl(MINIVM_PORT_SLEEP, (uint32_t)us);
+    cpu_pause();
+}
+
+static void counter_step(struct writer *w, uint64_t tsc)
+{
     CFG->counter = CFG->counter + 1;
     uint64_t last = CFG->last_tsc;
     if (w->stepped && tsc > last && tsc - last > CFG->max_gap_tsc)
@@ -233,9 +274,9 @@ static void counter_step(struct writer *w)
 
 static void progress(struct writer *w, uint64_t tsc)
 {
-    if (!guest_under_qemu || !w->hz || tsc < w->next_print)
+    if (!guest_under_qemu || !w->pace.hz || tsc < w->next_print)
         return;
-    w->next_print = tsc + w->hz;
+    w->next_print = tsc + w->pace.hz;
     guest_puts("counter ");
     guest_put_dec(CFG->counter);
     guest_puts(" writes ");
@@ -245,19 +286,22 @@ static void progress(struct writer *w, uint64_t tsc)
     guest_puts("\n");
 }
 
-/* One loop iteration: a counter step, then a write when the pacing allows.
- * Returns 1 when a page was written. */
-static int writer_iteration(struct writer *w)
+/* One loop iteration: a counter step, then a batch of writes when the
+ * pacing allows. Returns the pages written. */
+static unsigned writer_iteration(struct writer *w)
 {
-    counter_step(w);
-    uint64_t tsc = CFG->last_tsc;
+    uint64_t tsc = guest_rdtsc();
+    counter_step(w, tsc);
     progress(w, tsc);
-    if (!pace_allows(w, tsc)) {
-        cpu_pause();
+    unsigned n = pace_budget(&w->pace, CFG->rate, CFG->writes, tsc, WRITE_BATCH);
+    if (CFG->run_pages && CFG->writes + n > CFG->run_pages)
+        n = (unsigned)(CFG->run_pages - CFG->writes);
+    if (!n) {
+        idle(CFG->rate, WRITE_BATCH);
         return 0;
     }
-    write_page(pick_write_page(w->vcpu));
-    CFG->writes = CFG->writes + 1;
+    write_batch(w->vcpu, n);
+    CFG->writes = CFG->writes + n;
     if (!w->done && CFG->run_pages && CFG->writes >= CFG->run_pages) {
         w->done = 1;
         event(MINIVM_EV_DONE, w->vcpu);
@@ -268,16 +312,15 @@ static int writer_iteration(struct writer *w)
         guest_puts(" checks\n");
         qemu_exit(0);
     }
-    return 1;
+    return n;
 }
 
 static void writer_init(struct writer *w, unsigned vcpu)
 {
-    *w = (struct writer){.vcpu = vcpu, .hz = CFG->tsc_khz * 1000};
-    w->base_tsc = guest_rdtsc();
-    w->base_writes = CFG->writes;
-    w->next_print = w->base_tsc + w->hz;
-    if (CFG->rate && !w->hz)
+    *w = (struct writer){.vcpu = vcpu};
+    pacer_init(&w->pace, CFG->writes);
+    w->next_print = w->pace.base_tsc + w->pace.hz;
+    if (CFG->rate && CFG->rate != MINIVM_RATE_MAX && !w->pace.hz)
         guest_puts("warning: tsc_khz is 0, the writer is not paced\n");
 }
 
@@ -287,6 +330,8 @@ struct checker {
     unsigned vcpu;
     uint64_t last_counter; /* the writer's counter at the previous look */
     uint64_t last_tsc;     /* its last_tsc then (kept for debugging from the VMM) */
+    uint64_t looks;        /* pages picked (checked or skipped): what the pacing counts */
+    struct pacer pace;
 };
 
 /* Checks one page; a page being written or changed under the read is
@@ -344,6 +389,23 @@ static void checker_iteration(struct checker *c)
 {
     check_counter(c);
     check_page(c, pick_check_page(c->vcpu));
+    c->looks++;
+}
+
+#define CHECK_BATCH 16u
+
+/* The checker on its own vCPU: paced by config.check_rate, idle between. */
+__attribute__((noreturn)) static void checker_loop(struct checker *c)
+{
+    pacer_init(&c->pace, 0);
+    for (;;) {
+        uint64_t rate = CFG->check_rate;
+        unsigned n = pace_budget(&c->pace, rate, c->looks, guest_rdtsc(), CHECK_BATCH);
+        if (!n)
+            idle(rate, CHECK_BATCH);
+        while (n--)
+            checker_iteration(c);
+    }
 }
 
 /* ---- entry ------------------------------------------------------------- */
@@ -364,7 +426,7 @@ void guest_main(uint64_t vcpu)
     }
     unsigned v = (unsigned)vcpu;
     if (CFG->rng[v] == 0) /* first boot (not a migrated guest): seed it */
-        CFG->rng[v] = CFG->seed * 0x2545F4914F6CDD1Dull + vcpu + 1;
+        CFG->rng[v] = (CFG->seed * 0x2545F4914F6CDD1Dull + vcpu + 1) | 1; /* never 0 */
     uint32_t role = CFG->role[v];
     event(MINIVM_EV_READY, v);
 
@@ -389,9 +451,7 @@ void guest_main(uint64_t vcpu)
             writer_iteration(&w);
         halt_forever();
     }
-    if (role == MINIVM_ROLE_CHECKER) {
-        for (;;)
-            checker_iteration(&c);
-    }
+    if (role == MINIVM_ROLE_CHECKER)
+        checker_loop(&c);
     halt_forever();
 }

@@ -7,7 +7,7 @@
  *
  * Keys (decimal, or 0x hex): pages (workload pages, default 4096), hot (hot
  * pages, default pages / 8), share (percent of writes to the hot set,
- * default 90), rate (pages/s, default 1000, 0 = unpaced), seed (PRNG seed),
+ * default 90), rate (pages/s, default 1000, 0 = no writes, max = unpaced), seed (PRNG seed),
  * run (writes before DONE, default 0 = forever), tsc_khz (skip the PIT
  * measurement), vcpus (only 1). Unknown words are ignored (QEMU puts the
  * kernel's file name first).
@@ -102,7 +102,7 @@ void guest_multiboot_main(uint32_t mbi_pa, uint32_t magic)
             else if (key_is(s, "share", &v))
                 share = parse_num(v);
             else if (key_is(s, "rate", &v))
-                rate = parse_num(v);
+                rate = v[0] == 'm' ? MINIVM_RATE_MAX : parse_num(v);
             else if (key_is(s, "seed", &v))
                 seed = parse_num(v);
             else if (key_is(s, "run", &v))
