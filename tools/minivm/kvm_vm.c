@@ -36,6 +36,13 @@ int minivm_vm_open(struct minivm *vm)
         fprintf(stderr, "minivm: KVM_CREATE_VM: %s\n", strerror(errno));
         return -1;
     }
+    /* The in-kernel irqchip (PIC, IOAPIC, a LAPIC per vCPU): KVM then
+     * handles HLT itself and the LAPIC and MP state are part of the vCPU
+     * state. Must come before the first KVM_CREATE_VCPU. */
+    if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+        fprintf(stderr, "minivm: KVM_CREATE_IRQCHIP (in-kernel LAPIC): %s\n", strerror(errno));
+        return -1;
+    }
     int rs = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (rs <= 0) {
         fprintf(stderr, "minivm: KVM_GET_VCPU_MMAP_SIZE: %s\n", strerror(errno));
@@ -78,6 +85,7 @@ int minivm_vm_open(struct minivm *vm)
 
 void minivm_vm_close(struct minivm *vm)
 {
+    minivm_dirty_ring_close(vm);
     for (unsigned i = 0; i < vm->nvcpus; i++) {
         struct minivm_vcpu *v = &vm->vcpu[i];
         if (v->run)
@@ -118,8 +126,8 @@ int minivm_slot_create(struct minivm *vm, unsigned n, uint64_t size)
         return -1;
     if (n == 0 && size > MINIVM_LOW_MAX)
         return -1;
-    void *p =
-        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
     if (p == MAP_FAILED) {
         fprintf(stderr, "minivm: mmap %llu bytes: %s\n", (unsigned long long)size, strerror(errno));
         return -1;
@@ -128,6 +136,18 @@ int minivm_slot_create(struct minivm *vm, unsigned n, uint64_t size)
     vm->slot[n] = (struct minivm_slot){
         .host = p, .gpa = n == 0 ? 0 : MINIVM_HIGH_BASE, .size = size, .flags = 0};
     return slot_register(vm, n);
+}
+
+int minivm_prefault(struct minivm *vm)
+{
+    for (unsigned n = 0; n < MINIVM_NSLOTS; n++) {
+        struct minivm_slot *s = &vm->slot[n];
+        if (s->host && madvise(s->host, s->size, MADV_POPULATE_WRITE) < 0) {
+            fprintf(stderr, "minivm: MADV_POPULATE_WRITE slot %u: %s\n", n, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int minivm_layout_mem(struct minivm *vm, uint64_t mem)
@@ -274,6 +294,10 @@ static int clear_log(struct minivm *vm, unsigned n, uint64_t *bitmap, uint64_t n
 
 int minivm_dirty_log_set(struct minivm *vm, bool on)
 {
+    /* Ring mode: drop stale entries before logging starts (pass 1 sends
+     * every page anyway); after it stops, drop what the rings hold. */
+    if (on && minivm_dirty_ring_log_set(vm, true))
+        return -1;
     for (unsigned n = 0; n < MINIVM_NSLOTS; n++) {
         struct minivm_slot *s = &vm->slot[n];
         if (!s->host)
@@ -296,6 +320,23 @@ int minivm_dirty_log_set(struct minivm *vm, bool on)
                 return -1;
         }
     }
+    if (!on)
+        return minivm_dirty_ring_log_set(vm, false);
+    return 0;
+}
+
+int minivm_dirty_log_rearm(struct minivm *vm)
+{
+    for (unsigned n = 0; n < MINIVM_NSLOTS; n++) {
+        struct minivm_slot *s = &vm->slot[n];
+        if (!s->host || !(s->flags & KVM_MEM_LOG_DIRTY_PAGES))
+            continue;
+        s->flags = 0;
+        int rc = slot_register(vm, n);
+        s->flags = KVM_MEM_LOG_DIRTY_PAGES;
+        if (rc || slot_register(vm, n))
+            return -1;
+    }
     return 0;
 }
 
@@ -303,6 +344,9 @@ int minivm_dirty_sync_slot(struct minivm *vm, unsigned n, uint64_t *bitmap, uint
 {
     if (n >= MINIVM_NSLOTS || !vm->slot[n].host || npages != vm->slot[n].size / MINIVM_PAGE)
         return -1;
+    /* With the ring KVM keeps no bitmap and refuses KVM_GET_DIRTY_LOG. */
+    if (vm->dirty_mode == MINIVM_DIRTY_RING)
+        return minivm_dirty_ring_sync_slot(vm, n, bitmap, npages);
     /* KVM's log has vmig's layout: one bit per 4 KiB page, LSB first in
      * 64-bit words, ceil(npages / 64) words. */
     struct kvm_dirty_log dl = {.slot = n, .dirty_bitmap = bitmap};

@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,55 +20,91 @@ struct run_opts {
     cli_opts o;
     uint64_t mem;
     unsigned vcpus;
-    uint64_t rate, hot_set, hot_share_pct, seed, run_pages;
+    uint64_t rate, check_rate, hot_set, hot_share_pct, seed, run_pages;
     const char *migrate_to, *incoming, *guest;
     uint64_t migrate_after_ms, run_for_ms;
-    bool run_for_set, verify, verify_dest;
+    bool run_for_set, migrate_after_set, verify, verify_dest, mem_set, prefault, monitor;
+    int ready_fd;
+    bool dirty_ring;
+    uint32_t ring_entries;
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage:\n"
-               "  minivm run [--mem SIZE] [--vcpus N] [--dirty-rate PAGES] [--hot-set SIZE]\n"
-               "             [--hot-share PCT] [--seed N] [--run-pages N] [--guest FILE]\n"
-               "             [--migrate-to URI [--migrate-after DUR] [--verify-dest]]\n"
-               "             [--run-for DUR] [vmig options]\n"
-               "  minivm run --incoming URI [--verify] [--run-for DUR] [vmig options]\n"
-               "  minivm --help\n\n"
-               "minivm is the KVM reference VMM of libvmig. It boots a small 64-bit guest\n"
-               "(guest/guest.bin next to the minivm binary) whose vCPU 0 writes stamped\n"
-               "pages at a given rate and whose vCPU 1 checks random pages against a\n"
-               "per-page generation table, so that the guest itself notices any page that\n"
-               "a migration lost or tore. Guest RAM is one KVM memory slot below 3 GiB\n"
-               "(vmig block \"ram-low\") and, for larger memory, one from 4 GiB\n"
-               "(\"ram-high\"); workload pages start with vmig's standard content mix.\n\n"
-               "Source (without --incoming):\n"
-               "  --mem SIZE            guest RAM, K/M/G suffixes, 32M..8G (default 256M)\n"
-               "  --vcpus N             1..4 (default 2): vCPU 0 writes, 1 checks, others idle\n"
-               "  --dirty-rate PAGES    pages per second the writer dirties, 0 = as fast as it\n"
-               "                        can (default 25000; K/M suffixes are powers of 1024)\n"
-               "  --hot-set SIZE        memory at the start of the workload that takes the\n"
-               "                        hot share of the writes (default 64M)\n"
-               "  --hot-share PCT       percent of writes that go to the hot set (default 90)\n"
-               "  --seed N              seed of the initial content mix (default 1)\n"
-               "  --run-pages N         the guest reports DONE after N writes (default 0: never)\n"
-               "  --guest FILE          guest binary (default: <dir of minivm>/guest/guest.bin)\n"
-               "  --migrate-to URI      migrate live to a destination (tcp:HOST:PORT, unix:PATH)\n"
-               "  --migrate-after DUR   run this long first (default 3s); DUR is N, Nms, Ns, Nm\n"
-               "  --verify-dest         start the destination too, as a child process on URI\n"
-               "                        ('minivm run --incoming URI --verify'); its exit status\n"
-               "                        is part of this one's\n"
-               "  --run-for DUR         without --migrate-to: run this long (default 10s); after\n"
-               "                        a failed migration: run until DUR from the start\n"
-               "                        (default: migrate-after + 2s)\n"
-               "  After a successful migration the source VM stays stopped and minivm exits.\n\n"
-               "Destination (--incoming URI):\n"
-               "  creates the RAM slots the source announces, receives, loads the vCPU state,\n"
-               "  then resumes the guest for --run-for (default 2s) and checks that its counter\n"
-               "  went on and that it reported no failure.\n"
-               "  --verify              before resuming, check every workload page against the\n"
-               "                        generation table at host speed (\"verified N pages\")\n\n"
-               "  -q, --quiet           no guest text, no pass lines, no summary\n\n");
+    fprintf(f,
+            "Usage:\n"
+            "  minivm run [--mem SIZE] [--vcpus N] [--dirty-rate PAGES] [--check-rate PAGES]\n"
+            "             [--hot-set SIZE] [--hot-share PCT] [--seed N] [--run-pages N]\n"
+            "             [--guest FILE] [--dirty-log MODE] [--monitor] [--run-for DUR]\n"
+            "             [--migrate-to URI [--migrate-after DUR] [--verify-dest [--prefault]]]\n"
+            "             [vmig options]\n"
+            "  minivm run --incoming URI [--mem SIZE [--prefault]] [--verify] [--run-for DUR]\n"
+            "             [--migrate-to URI [--migrate-after DUR]] [--monitor] [--ready-fd FD]\n"
+            "             [vmig options]\n"
+            "  minivm probe\n"
+            "  minivm --help\n\n"
+            "minivm is the KVM reference VMM of libvmig. It boots a small 64-bit guest\n"
+            "(guest/guest.bin next to the minivm binary) whose vCPU 0 writes stamped\n"
+            "pages at a given rate and whose vCPU 1 checks random pages against a\n"
+            "per-page generation table, so that the guest itself notices any page that\n"
+            "a migration lost or tore. Guest RAM is one KVM memory slot below 3 GiB\n"
+            "(vmig block \"ram-low\") and, for larger memory, one from 4 GiB\n"
+            "(\"ram-high\"); workload pages start with vmig's standard content mix.\n\n"
+            "Source (without --incoming):\n"
+            "  --mem SIZE            guest RAM, K/M/G suffixes, 32M..8G (default 256M)\n"
+            "  --vcpus N             1..4 (default 2): vCPU 0 writes, 1 checks, others idle\n"
+            "                        (with 1 vCPU it does both)\n"
+            "  --dirty-rate PAGES    pages per second the writer dirties: 0 = none (its\n"
+            "                        counter still runs), max = as fast as it can (default\n"
+            "                        25000; K/M suffixes are powers of 1024)\n"
+            "  --check-rate PAGES    pages per second the checker vCPU checks, 0 or max as\n"
+            "                        above (default 5000); between batches the guest sleeps\n"
+            "                        through the VMM, leaving the host CPU free\n"
+            "  --hot-set SIZE        memory at the start of the workload that takes the\n"
+            "                        hot share of the writes (default 64M)\n"
+            "  --hot-share PCT       percent of writes that go to the hot set (default 90)\n"
+            "  --seed N              seed of the initial content mix (default 1)\n"
+            "  --run-pages N         the guest reports DONE after N writes (default 0: never)\n"
+            "  --guest FILE          guest binary (default: <dir of minivm>/guest/guest.bin)\n"
+            "  --dirty-log MODE      how KVM tracks dirty pages during a migration: bitmap\n"
+            "                        (KVM_GET_DIRTY_LOG, with KVM_CLEAR_DIRTY_LOG in\n"
+            "                        chunks where the kernel has manual protect) or ring\n"
+            "                        (KVM_CAP_DIRTY_LOG_RING; ring:N for N entries per\n"
+            "                        vCPU, a power of two, default 65536) (default bitmap)\n"
+            "  --migrate-to URI      migrate live to a destination (tcp:HOST:PORT, unix:PATH)\n"
+            "  --migrate-after DUR   run this long first (default 3s); DUR is N, Nms, Ns, Nm\n"
+            "  --verify-dest         start the destination too, as a child process on URI\n"
+            "                        ('minivm run --incoming URI --mem SIZE --verify'); its\n"
+            "                        exit status is part of this one's\n"
+            "  --prefault            with --verify-dest: the child prefaults its RAM\n"
+            "  --run-for DUR         without --migrate-to: run this long (default 10s, or\n"
+            "                        until 'quit' with the monitor); after a failed\n"
+            "                        migration: run until DUR from the start (default:\n"
+            "                        2s more, or until 'quit' with the monitor)\n"
+            "  After a successful migration the source VM stays stopped and minivm exits.\n\n"
+            "Destination (--incoming URI):\n"
+            "  creates the RAM slots the source announces, receives, loads the vCPU state,\n"
+            "  then resumes the guest for --run-for (default 2s) and checks that its counter\n"
+            "  went on and that it reported no failure.\n"
+            "  --mem SIZE            create the guest's RAM before listening, as a VMM\n"
+            "                        started for an incoming migration does; the source\n"
+            "                        must announce the same sizes\n"
+            "  --prefault            populate that RAM before listening (MADV_POPULATE_WRITE)\n"
+            "  --verify              before resuming, check every workload page against the\n"
+            "                        generation table at host speed (\"verified N pages\")\n"
+            "  --migrate-to URI      after resuming and --migrate-after (default 1s), check\n"
+            "                        that the guest went on and migrate it onward (the\n"
+            "                        second leg of a ping-pong)\n"
+            "  --ready-fd FD         write \"listening URI\" to FD, then close it, once the\n"
+            "                        listener is up (for scripts and --verify-dest)\n\n"
+            "minivm probe: checks that KVM works here (a VM and a vCPU can be created)\n"
+            "and prints what it offers: dirty-log modes, TSC, nesting. Exit 0 or 6.\n\n"
+            "Both:\n"
+            "  --monitor             read commands from stdin (the default when stdin is a\n"
+            "                        terminal): 'migrate URI' migrates the running guest,\n"
+            "                        'info', 'stop', 'cont', 'corrupt [INDEX]', 'quit',\n"
+            "                        'help'; the end of input acts as 'quit'\n"
+            "  -q, --quiet           no guest text, no pass lines, no summary\n\n");
     cli_print_common_help(f);
     fprintf(f, "  5  the guest reported a failure (a bad page, a counter jump) or its\n"
                "     counter did not continue on the destination\n"
@@ -107,22 +145,218 @@ static int parse_u64(const char *s, uint64_t *v)
     return errno || end == s || *end || *s == '-' ? -1 : 0;
 }
 
+/* A rate: a count per second, or "max" (as fast as the guest can). */
+static int parse_rate(const char *s, uint64_t *v)
+{
+    if (!strcmp(s, "max")) {
+        *v = MINIVM_RATE_MAX;
+        return 0;
+    }
+    return vmig_parse_size(s, v) || *v == MINIVM_RATE_MAX ? -1 : 0;
+}
+
 static volatile sig_atomic_t interrupted;
 static void on_int(int sig)
 {
     interrupted = sig;
 }
 
-/* Sleep up to `ms` while the guest runs; returns early when the guest or a
- * vCPU reports a failure, or on SIGINT/SIGTERM. */
-static void run_guest(struct minivm *vm, uint64_t ms)
+static const char *minivm_dirty_log_name(const struct minivm *vm)
 {
-    uint64_t end = now_ms() + ms;
-    while (now_ms() < end && !interrupted &&
-           !__atomic_load_n(&vm->guest_failed, __ATOMIC_SEQ_CST) &&
-           !__atomic_load_n(&vm->vm_error, __ATOMIC_SEQ_CST)) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+    if (vm->dirty_mode == MINIVM_DIRTY_RING)
+        return "ring";
+    return vm->manual_protect ? "bitmap, manual protect" : "bitmap";
+}
+
+/* What minivm measures of its own side of a migration. */
+struct mig_stats {
+    unsigned syncs;         /* dirty_sync calls (one per slot per pass) */
+    uint64_t sync_ns_max;   /* the longest one */
+    uint64_t sync_ns_total; /* all of them */
+    uint64_t precopy_gap;   /* the guest's longest counter gap while pre-copy ran (TSC) */
+    bool precopy_gap_valid;
+};
+
+struct hook_ctx {
+    struct minivm *vm;
+    struct mig_stats st;
+};
+
+/* ---- the monitor: commands from the terminal (or a pipe) ---- */
+
+enum run_end {
+    RUN_TIMEOUT, /* the requested time is over */
+    RUN_FAILED,  /* the guest or a vCPU failed */
+    RUN_SIGNAL,  /* SIGINT/SIGTERM */
+    RUN_QUIT,    /* `quit`, or the end of the monitor's input */
+    RUN_MIGRATE, /* `migrate URI` */
+};
+
+struct monitor {
+    bool on;
+    bool eof;
+    char buf[512];
+    size_t len;
+    char uri[256]; /* of the last `migrate` */
+};
+
+static void monitor_help(void)
+{
+    fprintf(stderr, "minivm monitor commands:\n"
+                    "  migrate URI   migrate the running guest live to URI (tcp:HOST:PORT,\n"
+                    "                unix:PATH); on success minivm exits, on failure the\n"
+                    "                guest runs on\n"
+                    "  info          the guest's counters and the VM's state\n"
+                    "  stop, cont    pause and resume the vCPUs\n"
+                    "  corrupt [I]   flip a bit in a page the guest wrote (the first from\n"
+                    "                page index I): the guest's checker must report it\n"
+                    "  quit          stop the guest and exit\n"
+                    "  help          this text\n");
+}
+
+static void print_guest(struct minivm *vm, const char *when);
+
+/* `corrupt [INDEX]`: flip one bit of a pattern word of a workload page the
+ * guest has written (the first such page from INDEX, default the start of
+ * the hot set), to show that the guest's checker notices. For tests and
+ * demonstrations; the writer may rewrite the page before the checker looks. */
+static void monitor_corrupt(struct minivm *vm, const char *arg)
+{
+    struct minivm_config *c = minivm_config_page(vm);
+    const uint32_t *gen =
+        c ? minivm_gpa(vm, MINIVM_GEN_TABLE, 4 * (c->data_first + c->data_pages)) : NULL;
+    if (!gen) {
+        fprintf(stderr, "minivm: no guest RAM to corrupt\n");
+        return;
+    }
+    uint64_t i = c->hot_first;
+    while (*arg == ' ')
+        arg++;
+    if (*arg && (parse_u64(arg, &i) || i < c->data_first)) {
+        fprintf(stderr, "minivm: usage: corrupt [INDEX] (INDEX >= %llu)\n",
+                (unsigned long long)c->data_first);
+        return;
+    }
+    for (; i < c->data_first + c->data_pages; i++) {
+        uint32_t e = __atomic_load_n(&gen[i], __ATOMIC_ACQUIRE);
+        if (e && !(e & 1))
+            break;
+    }
+    uint64_t *pg = i < c->data_first + c->data_pages ? minivm_page_ptr(vm, i) : NULL;
+    if (!pg) {
+        fprintf(stderr, "minivm: no page written by the guest yet\n");
+        return;
+    }
+    __atomic_fetch_xor(&pg[5], 1ull << 17, __ATOMIC_SEQ_CST);
+    fprintf(stderr, "minivm: flipped bit 17 of word 5 of page %llu\n", (unsigned long long)i);
+}
+
+/* One command line; returns true when run_guest must return `*end`. */
+static bool monitor_line(struct minivm *vm, struct monitor *m, char *line, enum run_end *end)
+{
+    while (*line == ' ' || *line == '\t')
+        line++;
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == ' ' || line[n - 1] == '\t' || line[n - 1] == '\r'))
+        line[--n] = 0;
+    if (!*line)
+        return false;
+    if (!strncmp(line, "migrate", 7) && (line[7] == ' ' || line[7] == '\t' || !line[7])) {
+        const char *uri = line + 7;
+        while (*uri == ' ' || *uri == '\t')
+            uri++;
+        if (!*uri || strlen(uri) >= sizeof(m->uri)) {
+            fprintf(stderr, "minivm: usage: migrate URI\n");
+            return false;
+        }
+        snprintf(m->uri, sizeof(m->uri), "%s", uri);
+        *end = RUN_MIGRATE;
+        return true;
+    }
+    if (!strcmp(line, "info")) {
+        print_guest(vm, "now");
+        fprintf(stderr, "minivm: vCPUs %s\n",
+                __atomic_load_n(&vm->pause_req, __ATOMIC_SEQ_CST) ? "stopped" : "running");
+    } else if (!strcmp(line, "stop")) {
+        minivm_vcpus_pause(vm);
+        fprintf(stderr, "minivm: vCPUs stopped\n");
+    } else if (!strcmp(line, "cont")) {
+        minivm_vcpus_resume(vm);
+        fprintf(stderr, "minivm: vCPUs running\n");
+    } else if (!strncmp(line, "corrupt", 7) && (!line[7] || line[7] == ' ')) {
+        monitor_corrupt(vm, line + 7);
+    } else if (!strcmp(line, "quit") || !strcmp(line, "q")) {
+        *end = RUN_QUIT;
+        return true;
+    } else if (!strcmp(line, "help") || !strcmp(line, "?")) {
+        monitor_help();
+    } else {
+        fprintf(stderr, "minivm: unknown command '%s' (try help)\n", line);
+    }
+    return false;
+}
+
+/* Read what stdin has; returns true when a command ends the wait. */
+static bool monitor_poll(struct minivm *vm, struct monitor *m, int timeout_ms, enum run_end *end)
+{
+    struct pollfd pfd = {.fd = 0, .events = POLLIN};
+    if (poll(&pfd, 1, timeout_ms) <= 0)
+        return false;
+    ssize_t r = read(0, m->buf + m->len, sizeof(m->buf) - 1 - m->len);
+    if (r <= 0) {
+        m->eof = true;
+        if (m->len) { /* a last line without a newline */
+            m->buf[m->len] = 0;
+            m->len = 0;
+            if (monitor_line(vm, m, m->buf, end))
+                return true;
+        }
+        *end = RUN_QUIT;
+        return true;
+    }
+    m->len += (size_t)r;
+    char *nl;
+    while ((nl = memchr(m->buf, '\n', m->len))) {
+        *nl = 0;
+        char line[sizeof(m->buf)];
+        memcpy(line, m->buf, (size_t)(nl - m->buf) + 1);
+        size_t used = (size_t)(nl - m->buf) + 1;
+        memmove(m->buf, nl + 1, m->len - used);
+        m->len -= used;
+        if (monitor_line(vm, m, line, end))
+            return true;
+    }
+    if (m->len == sizeof(m->buf) - 1) {
+        fprintf(stderr, "minivm: monitor line too long, dropped\n");
+        m->len = 0;
+    }
+    return false;
+}
+
+/* Let the guest run up to `ms` (UINT64_MAX: until something happens),
+ * serving the monitor; returns why it stopped waiting. */
+static enum run_end run_guest(struct minivm *vm, struct monitor *m, uint64_t ms)
+{
+    uint64_t start = now_ms();
+    for (;;) {
+        if (interrupted)
+            return RUN_SIGNAL;
+        if (__atomic_load_n(&vm->guest_failed, __ATOMIC_SEQ_CST) ||
+            __atomic_load_n(&vm->vm_error, __ATOMIC_SEQ_CST))
+            return RUN_FAILED;
+        uint64_t t = now_ms();
+        if (ms != UINT64_MAX && t - start >= ms)
+            return RUN_TIMEOUT;
+        uint64_t left = ms == UINT64_MAX ? 10 : ms - (t - start);
+        int wait = left < 10 ? (int)left : 10;
+        enum run_end end;
+        if (m && m->on && !m->eof) {
+            if (monitor_poll(vm, m, wait, &end))
+                return end;
+        } else {
+            struct timespec ts = {0, (long)wait * 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
@@ -148,37 +382,68 @@ static int vm_verdict(struct minivm *vm)
 }
 
 /* ---- vmig hooks ---- */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int hook_log_start(void *opaque)
 {
-    return minivm_dirty_log_set(opaque, true) ? VMIG_EIO : 0;
+    struct hook_ctx *h = opaque;
+    /* From here on the guest's longest gap is pre-copy's (the guest only
+     * ever raises it, so a reset racing with its update is harmless). */
+    struct minivm_config *c = minivm_config_page(h->vm);
+    if (c)
+        __atomic_store_n(&c->max_gap_tsc, 0, __ATOMIC_SEQ_CST);
+    return minivm_dirty_log_set(h->vm, true) ? VMIG_EIO : 0;
 }
 static void hook_log_stop(void *opaque)
 {
-    minivm_dirty_log_set(opaque, false);
+    struct hook_ctx *h = opaque;
+    minivm_dirty_log_set(h->vm, false);
 }
 static int hook_dirty_sync(void *opaque, uint32_t block, const char *name, uint64_t *bitmap,
                            uint64_t npages)
 {
     (void)block;
+    struct hook_ctx *h = opaque;
     unsigned n = !strcmp(name, "ram-low") ? 0 : 1;
-    return minivm_dirty_sync_slot(opaque, n, bitmap, npages) ? VMIG_EIO : 0;
+    uint64_t t = now_ns();
+    int rc = minivm_dirty_sync_slot(h->vm, n, bitmap, npages);
+    t = now_ns() - t;
+    h->st.syncs++;
+    h->st.sync_ns_total += t;
+    if (t > h->st.sync_ns_max)
+        h->st.sync_ns_max = t;
+    return rc ? VMIG_EIO : 0;
 }
 static void hook_throttle(void *opaque, unsigned pct)
 {
-    minivm_vcpus_throttle(opaque, pct);
+    struct hook_ctx *h = opaque;
+    minivm_vcpus_throttle(h->vm, pct);
 }
 static int hook_stop(void *opaque)
 {
-    minivm_vcpus_pause(opaque);
+    struct hook_ctx *h = opaque;
+    minivm_vcpus_pause(h->vm);
+    struct minivm_config *c = minivm_config_page(h->vm);
+    if (c) {
+        h->st.precopy_gap = c->max_gap_tsc;
+        h->st.precopy_gap_valid = true;
+    }
     return 0;
 }
 static void hook_resume(void *opaque)
 {
-    minivm_vcpus_resume(opaque);
+    struct hook_ctx *h = opaque;
+    minivm_vcpus_resume(h->vm);
 }
 static int hook_save_state(void *opaque, void **buf, size_t *len)
 {
-    return minivm_state_save(opaque, buf, len) ? VMIG_EIO : 0;
+    struct hook_ctx *h = opaque;
+    return minivm_state_save(h->vm, buf, len) ? VMIG_EIO : 0;
 }
 static int hook_load_state(void *opaque, const void *buf, size_t len)
 {
@@ -204,8 +469,15 @@ static int block_cb(void *opaque, vmig_session *s, const char *name, uint64_t le
     if (page_size != MINIVM_PAGE || length == 0 || length % MINIVM_PAGE ||
         (n == 0 && length > MINIVM_LOW_MAX) || (n == 1 && length > (8ull << 30)))
         return VMIG_EINVAL;
-    if (minivm_slot_create(vm, n, length))
+    if (vm->slot[n].host) { /* created by --mem: the sizes must agree */
+        if (vm->slot[n].size != length) {
+            fprintf(stderr, "minivm: the source's %s is %llu bytes, this VM's is %llu (--mem)\n",
+                    name, (unsigned long long)length, (unsigned long long)vm->slot[n].size);
+            return VMIG_EINVAL;
+        }
+    } else if (minivm_slot_create(vm, n, length)) {
         return VMIG_ENOMEM;
+    }
     return vmig_ram_add(s, name, vm->slot[n].host, length, MINIVM_PAGE, VMIG_RAM_ZEROED, NULL);
 }
 
@@ -237,22 +509,174 @@ static int do_incoming(vmig_session *s, void *arg, vmig_error *err)
     return vmig_incoming_run(s, err);
 }
 
+/* Start 'minivm run --incoming URI --verify' as a child and wait until it
+ * listens (it writes a line to --ready-fd). */
 static pid_t spawn_dest(const struct run_opts *ro)
 {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
+    int p[2];
+    if (n <= 0 || pipe(p))
         return -1;
     self[n] = 0;
     pid_t pid = fork();
     if (pid == 0) {
-        char ch[16];
+        close(p[0]);
+        char ch[16], mem[32], fd[16];
         snprintf(ch, sizeof(ch), "%u", ro->o.params.channels);
-        execl(self, self, "run", "--incoming", ro->migrate_to, "--verify", "-c", ch,
-              ro->o.quiet ? "-q" : "--no-progress", (char *)NULL);
+        snprintf(mem, sizeof(mem), "%llu", (unsigned long long)ro->mem);
+        snprintf(fd, sizeof(fd), "%d", p[1]);
+        const char *argv[24];
+        int a = 0;
+        argv[a++] = self;
+        argv[a++] = "run";
+        argv[a++] = "--incoming";
+        argv[a++] = ro->migrate_to;
+        argv[a++] = "--verify";
+        argv[a++] = "--mem";
+        argv[a++] = mem;
+        if (ro->prefault)
+            argv[a++] = "--prefault";
+        argv[a++] = "--ready-fd";
+        argv[a++] = fd;
+        argv[a++] = "-c";
+        argv[a++] = ch;
+        argv[a++] = ro->o.quiet ? "-q" : "--no-progress";
+        if (ro->o.json)
+            argv[a++] = "--json";
+        argv[a] = NULL;
+        execv(self, (char *const *)argv);
         _exit(127);
     }
+    close(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        return -1;
+    }
+    char line[64];
+    struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+    ssize_t r = poll(&pfd, 1, 60000) == 1 ? read(p[0], line, sizeof(line)) : -1;
+    close(p[0]);
+    if (r <= 0) {
+        fprintf(stderr, "minivm: the destination did not start listening\n");
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
     return pid;
+}
+
+/* Migrate the running guest to `uri`. 0 on success (the VM is then
+ * stopped for good), else the vmig error; the guest runs on. */
+static int migrate_out(struct run_opts *ro, struct minivm *vm, const char *uri)
+{
+    if (!ro->o.quiet)
+        print_guest(vm, "before migration");
+    vmig_session *s = NULL;
+    vmig_error err = {0};
+    struct hook_ctx h = {.vm = vm};
+    int rc = vmig_session_create(&s, VMIG_ROLE_SOURCE, &ro->o.params, &err);
+    if (!rc)
+        rc = vmig_ram_add(s, "ram-low", vm->slot[0].host, vm->slot[0].size, MINIVM_PAGE, 0, &err);
+    if (!rc && vm->slot[1].size)
+        rc = vmig_ram_add(s, "ram-high", vm->slot[1].host, vm->slot[1].size, MINIVM_PAGE, 0, &err);
+    vmig_vm_ops ops = {.log_start = hook_log_start,
+                       .dirty_sync = hook_dirty_sync,
+                       .log_stop = hook_log_stop,
+                       .throttle = hook_throttle,
+                       .stop = hook_stop,
+                       .resume = hook_resume,
+                       .save_state = hook_save_state};
+    if (!rc)
+        rc = vmig_set_vm_ops(s, &ops, &h);
+    if (!rc)
+        rc = vmig_set_event_cb(s, event_cb, ro);
+    if (!rc)
+        rc = cli_run(s, do_migrate, (void *)uri, &ro->o, "minivm", &err);
+    vmig_stats st = {0};
+    if (s)
+        vmig_stats_get(s, &st);
+    double gap_ms =
+        h.st.precopy_gap_valid && vm->tsc_khz ? (double)h.st.precopy_gap / (double)vm->tsc_khz : -1;
+    char extra[512];
+    struct minivm_config *c = minivm_config_page(vm);
+    snprintf(extra, sizeof(extra),
+             "\"minivm\":{\"dirty_log\":\"%s\",\"syncs\":%u,\"sync_ms_max\":%.3f,"
+             "\"sync_ms_total\":%.3f,\"precopy_stall_ms\":%.3f,\"guest_writes\":%llu,"
+             "\"guest_counter\":%llu}",
+             minivm_dirty_log_name(vm), h.st.syncs, (double)h.st.sync_ns_max / 1e6,
+             (double)h.st.sync_ns_total / 1e6, gap_ms, (unsigned long long)(c ? c->writes : 0),
+             (unsigned long long)(c ? c->counter : 0));
+    cli_print_summary("sender", rc, &err, &st, cli_process_cpu(), &ro->o, extra);
+    if (!ro->o.quiet) {
+        fprintf(stderr, "minivm: dirty log (%s): %u syncs, longest %.2f ms, %.1f ms in all\n",
+                minivm_dirty_log_name(vm), h.st.syncs, (double)h.st.sync_ns_max / 1e6,
+                (double)h.st.sync_ns_total / 1e6);
+        if (vm->dirty_mode == MINIVM_DIRTY_RING) {
+            struct minivm_ring_stats rs;
+            minivm_dirty_ring_stats(vm, &rs);
+            fprintf(stderr,
+                    "minivm: dirty ring: %llu entries in %llu harvests (%.1f ms, longest "
+                    "%.2f ms), %llu ring-full exits, %llu overflows\n",
+                    (unsigned long long)rs.entries, (unsigned long long)rs.harvests,
+                    (double)rs.harvest_ns / 1e6, (double)rs.harvest_max_ns / 1e6,
+                    (unsigned long long)rs.full_exits, (unsigned long long)rs.overflows);
+        }
+        if (gap_ms >= 0)
+            fprintf(stderr, "minivm: the guest's longest stall while pre-copy ran: %.1f ms\n",
+                    gap_ms);
+    }
+    if (rc)
+        fprintf(stderr, "minivm: migration to %s failed: %s; the guest runs on\n", uri, err.msg);
+    vmig_session_free(s);
+    return rc;
+}
+
+/* The running guest's life on this host: wait, migrate when told (by the
+ * options or the monitor), and keep it running after a failed migration.
+ * `deadline_ms` (UINT64_MAX: none) bounds the run without a migration. */
+static int run_vm(struct run_opts *ro, struct minivm *vm, struct monitor *m, const char *uri,
+                  uint64_t migrate_after_ms, uint64_t run_ms)
+{
+    uint64_t start = now_ms();
+    bool migrated = false;
+    int mig_rc = 0;
+    enum run_end end = run_guest(vm, m, uri ? migrate_after_ms : run_ms);
+    for (;;) {
+        if (end == RUN_TIMEOUT && uri) {
+            end = RUN_MIGRATE;
+        } else if (end == RUN_MIGRATE && !uri) {
+            uri = m->uri;
+        }
+        if (end != RUN_MIGRATE)
+            break;
+        mig_rc = migrate_out(ro, vm, uri);
+        if (!mig_rc) {
+            migrated = true;
+            break;
+        }
+        uri = NULL;
+        /* Failed: the guest runs on (a while, to show that it does). */
+        uint64_t until = ro->run_for_set ? start + ro->run_for_ms : now_ms() + 2000;
+        if (m && m->on && !m->eof && !ro->run_for_set)
+            until = UINT64_MAX;
+        end = run_guest(vm, m,
+                        until == UINT64_MAX ? UINT64_MAX
+                        : now_ms() < until  ? until - now_ms()
+                                            : 0);
+        if (end == RUN_TIMEOUT)
+            break;
+    }
+    minivm_vcpus_pause(vm);
+    if (!ro->o.quiet)
+        print_guest(vm, migrated ? "at switchover" : "at the end");
+    minivm_vcpus_stop(vm);
+    int code = vm_verdict(vm);
+    if (code == MINIVM_EXIT_OK && mig_rc && !migrated)
+        code = cli_exit_code(mig_rc);
+    if (code == MINIVM_EXIT_OK && end == RUN_SIGNAL)
+        code = MINIVM_EXIT_MIGRATE;
+    return code;
 }
 
 static int cmd_source(struct run_opts *ro, struct minivm *vm)
@@ -284,6 +708,7 @@ static int cmd_source(struct run_opts *ro, struct minivm *vm)
         ro->hot_set / MINIVM_PAGE < c->data_pages ? ro->hot_set / MINIVM_PAGE : c->data_pages;
     c->hot_share = ro->hot_share_pct * 1024 / 100;
     c->rate = ro->rate;
+    c->check_rate = ro->check_rate;
     c->tsc_khz = vm->tsc_khz;
     c->run_pages = ro->run_pages;
     c->nvcpus = ro->vcpus;
@@ -302,83 +727,24 @@ static int cmd_source(struct run_opts *ro, struct minivm *vm)
                 "minivm: %llu MiB in %s, %u vCPUs, TSC %llu kHz, dirty log %s, content in "
                 "%llu ms\n",
                 (unsigned long long)(ro->mem >> 20), vm->slot[1].size ? "2 slots" : "1 slot",
-                ro->vcpus, (unsigned long long)vm->tsc_khz,
-                vm->manual_protect ? "manual-protect" : "plain",
+                ro->vcpus, (unsigned long long)vm->tsc_khz, minivm_dirty_log_name(vm),
                 (unsigned long long)(now_ms() - t));
     pid_t child = -1;
-    if (ro->migrate_to && ro->verify_dest && (child = spawn_dest(ro)) < 0) {
-        fprintf(stderr, "minivm: cannot start the destination\n");
+    if (ro->migrate_to && ro->verify_dest && (child = spawn_dest(ro)) < 0)
         return MINIVM_EXIT_VM;
-    }
-    uint64_t start = now_ms();
-    if (minivm_vcpus_start(vm))
-        return MINIVM_EXIT_VM;
-    int code = MINIVM_EXIT_OK;
-    if (!ro->migrate_to) {
-        /* MINIVM_THROTTLE=PCT: run throttled, to measure the throttle itself. */
-        const char *th = getenv("MINIVM_THROTTLE");
-        if (th)
-            minivm_vcpus_throttle(vm, (unsigned)atoi(th));
-        run_guest(vm, ro->run_for_ms);
-        minivm_vcpus_pause(vm);
-        if (!ro->o.quiet)
-            print_guest(vm, "after the run");
-        minivm_vcpus_stop(vm);
-        return vm_verdict(vm);
-    }
-    run_guest(vm, ro->migrate_after_ms);
-    if ((code = vm_verdict(vm)) != MINIVM_EXIT_OK || interrupted) {
-        minivm_vcpus_stop(vm);
+    if (minivm_vcpus_start(vm)) {
         if (child > 0)
             kill(child, SIGTERM), waitpid(child, NULL, 0);
-        return code ? code : MINIVM_EXIT_MIGRATE;
+        return MINIVM_EXIT_VM;
     }
-    if (!ro->o.quiet)
-        print_guest(vm, "before migration");
-
-    vmig_session *s = NULL;
-    vmig_error err = {0};
-    int rc = vmig_session_create(&s, VMIG_ROLE_SOURCE, &ro->o.params, &err);
-    if (!rc)
-        rc = vmig_ram_add(s, "ram-low", vm->slot[0].host, vm->slot[0].size, MINIVM_PAGE, 0, &err);
-    if (!rc && vm->slot[1].size)
-        rc = vmig_ram_add(s, "ram-high", vm->slot[1].host, vm->slot[1].size, MINIVM_PAGE, 0, &err);
-    vmig_vm_ops ops = {.log_start = hook_log_start,
-                       .dirty_sync = hook_dirty_sync,
-                       .log_stop = hook_log_stop,
-                       .throttle = hook_throttle,
-                       .stop = hook_stop,
-                       .resume = hook_resume,
-                       .save_state = hook_save_state};
-    if (!rc)
-        rc = vmig_set_vm_ops(s, &ops, vm);
-    if (!rc)
-        rc = vmig_set_event_cb(s, event_cb, ro);
-    if (!rc)
-        rc = cli_run(s, do_migrate, (void *)ro->migrate_to, &ro->o, "minivm", &err);
-    vmig_stats st = {0};
-    if (s)
-        vmig_stats_get(s, &st);
-    cli_print_summary("sender", rc, &err, &st, cli_process_cpu(), &ro->o, NULL);
-    if (rc) {
-        fprintf(stderr, "minivm: migration failed: %s; the guest runs on\n", err.msg);
-        uint64_t until = ro->run_for_set ? start + ro->run_for_ms : now_ms() + 2000;
-        if (now_ms() < until)
-            run_guest(vm, until - now_ms());
-        code = vm_verdict(vm);
-        if (code == MINIVM_EXIT_OK)
-            code = cli_exit_code(rc);
-    } else {
-        code = vm_verdict(vm);
-    }
-    minivm_vcpus_pause(vm);
-    if (!ro->o.quiet)
-        print_guest(vm, rc ? "at the end" : "at switchover");
-    minivm_vcpus_stop(vm);
-    vmig_session_free(s);
+    struct monitor m = {.on = ro->monitor};
+    if (m.on && !ro->o.quiet)
+        fprintf(stderr, "minivm: monitor on stdin ('help' for commands)\n");
+    uint64_t run_ms = ro->run_for_set || !m.on ? ro->run_for_ms : UINT64_MAX;
+    int code = run_vm(ro, vm, &m, ro->migrate_to, ro->migrate_after_ms, run_ms);
     if (child > 0) {
         int status = 0;
-        if (rc)
+        if (code != MINIVM_EXIT_OK)
             kill(child, SIGTERM);
         waitpid(child, &status, 0);
         int dc = WIFEXITED(status) ? WEXITSTATUS(status) : MINIVM_EXIT_VM;
@@ -392,6 +758,15 @@ static int cmd_source(struct run_opts *ro, struct minivm *vm)
 
 static int cmd_dest(struct run_opts *ro, struct minivm *vm)
 {
+    if (ro->mem_set) {
+        uint64_t t = now_ms();
+        if (minivm_layout_mem(vm, ro->mem) || (ro->prefault && minivm_prefault(vm)))
+            return MINIVM_EXIT_VM;
+        if (!ro->o.quiet)
+            fprintf(stderr, "minivm: %llu MiB of RAM %s in %llu ms\n",
+                    (unsigned long long)(ro->mem >> 20), ro->prefault ? "prefaulted" : "mapped",
+                    (unsigned long long)(now_ms() - t));
+    }
     vmig_session *s = NULL;
     vmig_error err = {0};
     int rc = vmig_session_create(&s, VMIG_ROLE_DEST, &ro->o.params, &err);
@@ -402,10 +777,14 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
         rc = vmig_incoming_set_block_cb(s, block_cb, vm);
     if (!rc)
         rc = vmig_incoming_listen(s, ro->incoming, &err);
-    if (!rc && !ro->o.quiet) {
-        char uri[256];
-        if (vmig_incoming_uri(s, uri, sizeof(uri)) == 0)
-            fprintf(stderr, "minivm: listening on %s\n", uri);
+    char uri[256] = "";
+    if (!rc)
+        vmig_incoming_uri(s, uri, sizeof(uri));
+    if (!rc && !ro->o.quiet)
+        fprintf(stderr, "minivm: listening on %s\n", uri);
+    if (!rc && ro->ready_fd >= 0) {
+        dprintf(ro->ready_fd, "listening %s\n", uri);
+        close(ro->ready_fd);
     }
     if (!rc)
         rc = cli_run(s, do_incoming, NULL, &ro->o, "minivm-dest", &err);
@@ -435,8 +814,7 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
                 (unsigned long long)(now_ms() - t));
     }
     struct minivm_config *c = minivm_config_page(vm);
-    uint64_t before = c->counter, gap_before = c->max_gap_tsc;
-    (void)gap_before;
+    uint64_t before = c->counter;
     if (minivm_state_apply_tsc(vm)) {
         fprintf(stderr, "minivm: cannot restore the TSC\n");
         return MINIVM_EXIT_VM;
@@ -445,7 +823,26 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
         print_guest(vm, "as received");
     if (minivm_vcpus_start(vm))
         return MINIVM_EXIT_VM;
-    run_guest(vm, ro->run_for_set ? ro->run_for_ms : 2000);
+    struct monitor m = {.on = ro->monitor};
+    if (ro->migrate_to) {
+        /* Onward (ping-pong): run, check that the guest went on, migrate. */
+        enum run_end end = run_guest(vm, &m, ro->migrate_after_set ? ro->migrate_after_ms : 1000);
+        if (end == RUN_TIMEOUT && c->counter <= before) {
+            fprintf(stderr, "minivm: the guest's counter did not continue (%llu -> %llu)\n",
+                    (unsigned long long)before, (unsigned long long)c->counter);
+            minivm_vcpus_stop(vm);
+            return MINIVM_EXIT_GUEST;
+        }
+        if (end != RUN_TIMEOUT && end != RUN_MIGRATE) {
+            minivm_vcpus_stop(vm);
+            return vm_verdict(vm) ? vm_verdict(vm) : MINIVM_EXIT_MIGRATE;
+        }
+        return run_vm(ro, vm, &m, ro->migrate_to, 0, 0);
+    }
+    uint64_t run_ms = ro->run_for_set ? ro->run_for_ms : m.on ? UINT64_MAX : 2000;
+    enum run_end end = run_guest(vm, &m, run_ms);
+    if (end == RUN_MIGRATE) /* told from the monitor: this host is a source now */
+        return run_vm(ro, vm, &m, m.uri, 0, 0);
     minivm_vcpus_pause(vm);
     uint64_t after = c->counter;
     if (!ro->o.quiet)
@@ -458,8 +855,11 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
         code = MINIVM_EXIT_GUEST;
     }
     if (code == MINIVM_EXIT_OK && !ro->o.quiet)
-        fprintf(stderr, "minivm: guest ran on: counter %llu -> %llu\n", (unsigned long long)before,
-                (unsigned long long)after);
+        fprintf(stderr,
+                "minivm: guest ran on: counter %llu -> %llu; its verdict: no bad page in %llu "
+                "checks, no counter jump\n",
+                (unsigned long long)before, (unsigned long long)after,
+                (unsigned long long)c->checks);
     return code;
 }
 
@@ -468,33 +868,29 @@ static int cmd_run(int argc, char **argv)
     struct run_opts ro = {.mem = 256ull << 20,
                           .vcpus = 2,
                           .rate = 25000,
+                          .check_rate = 5000,
                           .hot_set = 64ull << 20,
                           .hot_share_pct = 90,
                           .seed = 1,
                           .migrate_after_ms = 3000,
-                          .run_for_ms = 10000};
+                          .run_for_ms = 10000,
+                          .ready_fd = -1};
     vmig_params_init(&ro.o.params);
     ro.o.progress = -1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         /* minivm's own options first: vmig has a parameter "verify" too. */
-        static const char *const own[] = {"-h",
-                                          "--help",
-                                          "--verify",
-                                          "--verify-dest",
-                                          "--mem",
-                                          "--vcpus",
-                                          "--dirty-rate",
-                                          "--hot-set",
-                                          "--hot-share",
-                                          "--seed",
-                                          "--run-pages",
-                                          "--guest",
-                                          "--migrate-to",
-                                          "--incoming",
-                                          "--migrate-after",
-                                          "--run-for",
-                                          NULL};
+        static const char *const own[] = {"-h",           "--help",
+                                          "--verify",     "--verify-dest",
+                                          "--prefault",   "--monitor",
+                                          "--ready-fd",   "--dirty-log",
+                                          "--mem",        "--vcpus",
+                                          "--dirty-rate", "--check-rate",
+                                          "--hot-set",    "--hot-share",
+                                          "--seed",       "--run-pages",
+                                          "--guest",      "--migrate-to",
+                                          "--incoming",   "--migrate-after",
+                                          "--run-for",    NULL};
         bool mine = false;
         for (int k = 0; own[k]; k++)
             mine |= !strcmp(a, own[k]);
@@ -515,18 +911,27 @@ static int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--verify-dest")) {
             ro.verify_dest = true;
             continue;
+        } else if (!strcmp(a, "--prefault")) {
+            ro.prefault = true;
+            continue;
+        } else if (!strcmp(a, "--monitor")) {
+            ro.monitor = true;
+            continue;
         } else if (!v) {
             fprintf(stderr, "minivm: unknown option '%s' or missing value (see --help)\n", a);
             return MINIVM_EXIT_USAGE;
         } else if (!strcmp(a, "--mem")) {
             bad = vmig_parse_size(v, &ro.mem) || ro.mem < (32ull << 20) || ro.mem > (8ull << 30) ||
                   ro.mem % MINIVM_PAGE;
+            ro.mem_set = true;
         } else if (!strcmp(a, "--vcpus")) {
             uint64_t n;
             bad = parse_u64(v, &n) || n < 1 || n > MINIVM_MAX_VCPUS;
             ro.vcpus = (unsigned)n;
         } else if (!strcmp(a, "--dirty-rate")) {
-            bad = vmig_parse_size(v, &ro.rate);
+            bad = parse_rate(v, &ro.rate);
+        } else if (!strcmp(a, "--check-rate")) {
+            bad = parse_rate(v, &ro.check_rate);
         } else if (!strcmp(a, "--hot-set")) {
             bad = vmig_parse_size(v, &ro.hot_set);
         } else if (!strcmp(a, "--hot-share")) {
@@ -535,6 +940,20 @@ static int cmd_run(int argc, char **argv)
             bad = parse_u64(v, &ro.seed);
         } else if (!strcmp(a, "--run-pages")) {
             bad = parse_u64(v, &ro.run_pages);
+        } else if (!strcmp(a, "--dirty-log")) {
+            uint64_t e = 0;
+            ro.dirty_ring = !strncmp(v, "ring", 4);
+            if (!strcmp(v, "bitmap") || !strcmp(v, "ring"))
+                bad = false;
+            else if (!strncmp(v, "ring:", 5))
+                bad = parse_u64(v + 5, &e) || e < 64 || e > (1u << 24) || (e & (e - 1));
+            else
+                bad = true;
+            ro.ring_entries = (uint32_t)e;
+        } else if (!strcmp(a, "--ready-fd")) {
+            uint64_t fd;
+            bad = parse_u64(v, &fd) || fd > INT_MAX;
+            ro.ready_fd = (int)fd;
         } else if (!strcmp(a, "--guest")) {
             ro.guest = v;
         } else if (!strcmp(a, "--migrate-to")) {
@@ -543,6 +962,7 @@ static int cmd_run(int argc, char **argv)
             ro.incoming = v;
         } else if (!strcmp(a, "--migrate-after")) {
             bad = parse_duration(v, &ro.migrate_after_ms);
+            ro.migrate_after_set = true;
         } else if (!strcmp(a, "--run-for")) {
             bad = parse_duration(v, &ro.run_for_ms);
             ro.run_for_set = true;
@@ -556,14 +976,28 @@ static int cmd_run(int argc, char **argv)
         }
         i++;
     }
-    if (ro.incoming && (ro.migrate_to || ro.verify_dest)) {
-        fprintf(stderr, "minivm: --incoming excludes --migrate-to and --verify-dest\n");
+    if (ro.incoming && ro.verify_dest) {
+        fprintf(stderr, "minivm: --incoming excludes --verify-dest\n");
+        return MINIVM_EXIT_USAGE;
+    }
+    if (ro.incoming && ro.dirty_ring) {
+        fprintf(stderr, "minivm: --dirty-log ring is for a source (not with --incoming)\n");
+        return MINIVM_EXIT_USAGE;
+    }
+    if (!ro.incoming && ro.ready_fd >= 0) {
+        fprintf(stderr, "minivm: --ready-fd needs --incoming\n");
+        return MINIVM_EXIT_USAGE;
+    }
+    if (ro.prefault && !(ro.incoming && ro.mem_set) && !ro.verify_dest) {
+        fprintf(stderr, "minivm: --prefault needs --incoming with --mem, or --verify-dest\n");
         return MINIVM_EXIT_USAGE;
     }
     if (ro.verify_dest && !ro.migrate_to) {
         fprintf(stderr, "minivm: --verify-dest needs --migrate-to\n");
         return MINIVM_EXIT_USAGE;
     }
+    if (isatty(0) && !ro.o.quiet)
+        ro.monitor = true;
     struct sigaction sa = {.sa_handler = on_int};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -572,11 +1006,50 @@ static int cmd_run(int argc, char **argv)
     for (unsigned i = 0; i < MINIVM_MAX_VCPUS; i++)
         vm.vcpu[i].fd = -1;
     int code;
-    if (minivm_vm_open(&vm))
+    if (minivm_vm_open(&vm) ||
+        (ro.dirty_ring && !ro.incoming && minivm_dirty_ring_enable(&vm, ro.ring_entries)))
         code = MINIVM_EXIT_VM;
     else
         code = ro.incoming ? cmd_dest(&ro, &vm) : cmd_source(&ro, &vm);
     minivm_vcpus_stop(&vm);
+    minivm_vm_close(&vm);
+    return code;
+}
+
+/* minivm probe: can this machine run minivm? What does its KVM offer? */
+static int cmd_probe(void)
+{
+    struct minivm vm = {.kvm_fd = -1, .vm_fd = -1, .quiet = true};
+    for (unsigned i = 0; i < MINIVM_MAX_VCPUS; i++)
+        vm.vcpu[i].fd = -1;
+    int code = MINIVM_EXIT_OK;
+    if (minivm_vm_open(&vm) || minivm_vcpus_create(&vm, 1)) {
+        code = MINIVM_EXIT_VM;
+    } else {
+        int ring = ioctl(vm.vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+        int ring_acq = ioctl(vm.vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+        int nested = 0;
+        FILE *f = fopen("/proc/cpuinfo", "r");
+        char line[4096];
+        while (f && fgets(line, sizeof(line), f))
+            if (!strncmp(line, "flags", 5)) {
+                nested = strstr(line, " hypervisor") != NULL;
+                break;
+            }
+        if (f)
+            fclose(f);
+        printf("kvm: usable (API %d), TSC %llu kHz%s\n", KVM_API_VERSION,
+               (unsigned long long)vm.tsc_khz,
+               nested ? ", inside a VM itself (nested: guest code runs slowly)" : "");
+        printf("dirty log: bitmap%s; dirty ring %s",
+               vm.manual_protect ? " with manual protect" : "",
+               ring > 0 || ring_acq > 0 ? "available" : "not available");
+        if (ring > 0 || ring_acq > 0)
+            printf(" (up to %d entries per vCPU%s)",
+                   (ring_acq > 0 ? ring_acq : ring) / (int)sizeof(struct kvm_dirty_gfn),
+                   ring_acq > 0 ? ", acquire/release" : "");
+        printf("\nmax vCPUs: %d\n", ioctl(vm.kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS));
+    }
     minivm_vm_close(&vm);
     return code;
 }
@@ -589,6 +1062,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "run"))
         return cmd_run(argc, argv);
+    if (!strcmp(argv[1], "probe"))
+        return cmd_probe();
     fprintf(stderr, "minivm: unknown command '%s' (see --help)\n", argv[1]);
     return MINIVM_EXIT_USAGE;
 }

@@ -50,6 +50,33 @@ struct minivm_vcpu {
     /* Debug-port line buffer. */
     char line[256];
     size_t line_len;
+    /* Dirty ring (ring mode only): KVM's mmap'd entries and the free-running
+     * index of the next one to harvest (masked by ring_entries - 1). Both
+     * under minivm.ring_lock. */
+    struct kvm_dirty_gfn *ring;
+    uint32_t ring_next;
+};
+
+/* How minivm reads the guest's dirty pages (chosen before the vCPUs exist). */
+enum minivm_dirty_mode {
+    MINIVM_DIRTY_BITMAP = 0, /* KVM_GET_DIRTY_LOG (+ KVM_CLEAR_DIRTY_LOG with manual protect) */
+    MINIVM_DIRTY_RING = 1,   /* KVM_CAP_DIRTY_LOG_RING: per-vCPU rings of dirty GFNs */
+};
+
+/* Dirty-ring counters since minivm_dirty_ring_enable (all under ring_lock). */
+struct minivm_ring_stats {
+    uint64_t harvests;       /* harvests (dirty_sync, ring-full exits, log start/stop) */
+    uint64_t entries;        /* ring entries harvested */
+    uint64_t discarded;      /* of them, dropped because logging was (being) off */
+    uint64_t bad_entries;    /* of them, naming no page of slot 0 or 1 (dropped, reported) */
+    uint64_t full_exits;     /* KVM_EXIT_DIRTY_RING_FULL, all vCPUs */
+    uint64_t resets;         /* KVM_RESET_DIRTY_RINGS calls */
+    uint64_t harvest_ns;     /* time in harvests, KVM_RESET_DIRTY_RINGS included */
+    uint64_t harvest_max_ns; /* the longest harvest */
+    uint64_t full_ns;        /* of harvest_ns, spent on ring-full exits (the vCPU waits) */
+    uint64_t reaps;          /* harvests by the reaper thread */
+    uint64_t overflows;      /* rings KVM overran (lost entries), see dirty_ring.c */
+    uint64_t resyncs;        /* whole-RAM re-protects after an overflow */
 };
 
 struct minivm {
@@ -61,6 +88,23 @@ struct minivm {
     struct kvm_cpuid2 *cpuid;
     uint64_t tsc_khz;
     bool manual_protect; /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled */
+    enum minivm_dirty_mode dirty_mode;
+
+    /* Ring mode (dirty_ring.c). ring_lock guards every vCPU's ring_next, the
+     * pending bitmaps, the flags below and ring_stats; it is taken by
+     * dirty_sync on vmig's thread, by a vCPU thread on
+     * KVM_EXIT_DIRTY_RING_FULL and by the reaper thread. */
+    uint32_t ring_entries; /* per vCPU, a power of two */
+    bool ring_acq_rel;     /* enabled as KVM_CAP_DIRTY_LOG_RING_ACQ_REL */
+    pthread_mutex_t ring_lock;
+    pthread_cond_t ring_cond;              /* wakes the reaper to stop */
+    uint64_t *ring_pending[MINIVM_NSLOTS]; /* harvested, not yet given to vmig */
+    bool ring_resync; /* a ring overflowed: re-protect all, all pages dirty at next sync */
+    bool ring_failed; /* KVM_RESET_DIRTY_RINGS failed: the log is unreliable */
+    bool reaper_on;   /* the reaper thread runs (logging on) */
+    bool reaper_stop;
+    pthread_t reaper;
+    struct minivm_ring_stats ring_stats;
     bool quiet;
 
     /* Pause protocol: pause_req and quit are set before a kick; each vCPU
@@ -90,6 +134,8 @@ void minivm_vm_close(struct minivm *vm);
 /* Map slot `n` (0: low at 0, 1: high at 4 GiB) of `size` bytes and register it. */
 int minivm_slot_create(struct minivm *vm, unsigned n, uint64_t size);
 int minivm_layout_mem(struct minivm *vm, uint64_t mem);
+/* Populate every slot's memory (a prefaulted destination). */
+int minivm_prefault(struct minivm *vm);
 void *minivm_gpa(struct minivm *vm, uint64_t gpa, uint64_t len);
 struct minivm_config *minivm_config_page(struct minivm *vm);
 uint64_t *minivm_page_ptr(struct minivm *vm, uint64_t index);
@@ -98,6 +144,31 @@ int minivm_load_guest(struct minivm *vm, const char *path);
 int minivm_fill_mix(struct minivm *vm, uint64_t seed);
 int minivm_dirty_log_set(struct minivm *vm, bool on);
 int minivm_dirty_sync_slot(struct minivm *vm, unsigned n, uint64_t *bitmap, uint64_t npages);
+
+/* dirty_ring.c */
+/* Switch the dirty log to KVM's dirty ring, `entries` (a power of two, 0 =
+ * the default) per vCPU. Call after minivm_vm_open and before the vCPUs are
+ * created (KVM refuses it later); turns manual protect off. -1 with a
+ * message when the kernel lacks the ring or refuses the size; the VM then
+ * stays in bitmap mode. */
+int minivm_dirty_ring_enable(struct minivm *vm, uint32_t entries);
+/* vcpu.c's minivm_vcpus_create: map vCPU v's ring (ring mode only). */
+int minivm_dirty_ring_map(struct minivm *vm, struct minivm_vcpu *v);
+/* vCPU thread, on KVM_EXIT_DIRTY_RING_FULL: harvest, count the exit. */
+int minivm_dirty_ring_full(struct minivm_vcpu *v);
+/* minivm_dirty_log_set: `on` allocates the pending bitmaps; both drop what
+ * the rings hold (pass 1 sends every page; nothing is logged after off). */
+int minivm_dirty_ring_log_set(struct minivm *vm, bool on);
+/* minivm_dirty_sync_slot in ring mode: harvest, OR slot n's pending pages
+ * into `bitmap`, clear them. */
+int minivm_dirty_ring_sync_slot(struct minivm *vm, unsigned n, uint64_t *bitmap, uint64_t npages);
+/* A consistent copy of the counters (zeros in bitmap mode). */
+void minivm_dirty_ring_stats(struct minivm *vm, struct minivm_ring_stats *out);
+/* kvm_vm.c, for the ring's overflow recovery: take dirty logging off every
+ * slot and put it back, which write-protects all their pages again. */
+int minivm_dirty_log_rearm(struct minivm *vm);
+/* minivm_vm_close: unmap the rings, free the pending bitmaps. */
+void minivm_dirty_ring_close(struct minivm *vm);
 
 /* vcpu.c */
 int minivm_vcpus_create(struct minivm *vm, unsigned n);
@@ -108,9 +179,63 @@ void minivm_vcpus_resume(struct minivm *vm);
 void minivm_vcpus_stop(struct minivm *vm);
 void minivm_vcpus_throttle(struct minivm *vm, unsigned pct);
 
-/* vcpu_state.c */
+/* vcpu_state_format.c: the device-state blob (format at the top of the
+ * file). Pure: no ioctls, no I/O; the fuzz target links it alone. */
+enum minivm_state_sec {
+    MINIVM_SEC_END = 0,
+    MINIVM_SEC_REGS = 1,
+    MINIVM_SEC_SREGS = 2,
+    MINIVM_SEC_XSAVE = 3,
+    MINIVM_SEC_XCRS = 4,
+    MINIVM_SEC_MSRS = 5,
+    MINIVM_SEC_EVENTS = 6,
+    MINIVM_SEC_LAPIC = 7,
+    MINIVM_SEC_MP_STATE = 8,
+    MINIVM_SEC_COUNT
+};
+
+#define MINIVM_MSR_IA32_TSC 0x10u
+#define MINIVM_STATE_NMSRS  12
+/* The MSRs the state carries (those the CPU has), TSC first. */
+extern const uint32_t minivm_state_msrs[MINIVM_STATE_NMSRS];
+
+/* One vCPU's state as in the blob. Fields of sections not `seen` are zero;
+ * of events only the fields of the format are used. */
+struct minivm_vcpu_state {
+    uint32_t seen; /* 1u << MINIVM_SEC_* for each section present */
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    uint32_t xsave[1024]; /* the legacy 4 KiB region of struct kvm_xsave */
+    struct kvm_xcrs xcrs; /* nr_xcrs <= KVM_MAX_XCRS */
+    uint32_t nmsrs;       /* <= MINIVM_STATE_NMSRS, indexes known and distinct */
+    struct kvm_msr_entry msrs[MINIVM_STATE_NMSRS];
+    struct kvm_vcpu_events events;
+    struct kvm_lapic_state lapic;
+    uint32_t mp_state; /* KVM_MP_STATE_* */
+};
+
+/* The whole device state (about 25 KiB: allocate it). */
+struct minivm_state {
+    uint32_t nvcpus; /* 1..MINIVM_MAX_VCPUS */
+    uint64_t tsc_khz;
+    struct minivm_vcpu_state vcpu[MINIVM_MAX_VCPUS];
+};
+
+/* Checks every length, count, tag and index of `buf` and fills `st`; 0, or
+ * -1 with a sentence in msg. A blob that parses is canonical: serializing
+ * `st` gives the same bytes. */
+int minivm_state_parse(const void *buf, size_t len, struct minivm_state *st, char *msg,
+                       size_t msglen);
+/* Encodes the sections in `seen` of each vCPU into a malloc'd buffer; -1
+ * when out of memory or `st` breaks a limit of the format. */
+int minivm_state_serialize(const struct minivm_state *st, void **buf, size_t *len);
+/* "registers", "LAPIC", ... for messages. */
+const char *minivm_state_section_name(unsigned tag);
+
+/* vcpu_state.c: the state between KVM and the blob. */
 int minivm_state_save(struct minivm *vm, void **buf, size_t *len);
-/* Validates every length and count, creates the vCPUs and loads them. */
+/* Parses the whole blob first, then creates the vCPUs (if there are none)
+ * and loads them; the TSC waits for minivm_state_apply_tsc(). */
 int minivm_state_load(struct minivm *vm, const void *buf, size_t len, char *msg, size_t msglen);
 int minivm_state_apply_tsc(struct minivm *vm);
 

@@ -64,6 +64,8 @@ int minivm_vcpus_create(struct minivm *vm, unsigned n)
             fprintf(stderr, "minivm: mmap kvm_run: %s\n", strerror(errno));
             return -1;
         }
+        if (minivm_dirty_ring_map(vm, v))
+            return -1;
         /* Leaf 1 EBX[31:24] and leaf 0xb EDX carry the APIC ID. */
         for (uint32_t e = 0; e < vm->cpuid->nent; e++) {
             struct kvm_cpuid_entry2 *c = &vm->cpuid->entries[e];
@@ -130,6 +132,13 @@ int minivm_vcpu_boot_state(struct minivm_vcpu *v)
         fprintf(stderr, "minivm: KVM_SET_REGS: %s\n", strerror(errno));
         return -1;
     }
+    /* With the in-kernel LAPIC, every vCPU but the first would wait for
+     * INIT/SIPI; the VMM starts them all in long mode at once instead. */
+    struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
+    if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0) {
+        fprintf(stderr, "minivm: KVM_SET_MP_STATE: %s\n", strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
@@ -157,6 +166,28 @@ static void report_failure(struct minivm *vm, const char *what)
     __atomic_store_n(&vm->guest_failed, 1, __ATOMIC_SEQ_CST);
 }
 
+static void deadline_after(struct timespec *ts, uint64_t ns)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ns += (uint64_t)ts->tv_nsec;
+    ts->tv_sec += (time_t)(ns / 1000000000ull);
+    ts->tv_nsec = (long)(ns % 1000000000ull);
+}
+
+/* The sleep port: wait up to `us`, or less when a pause or quit comes
+ * (minivm_vcpus_pause broadcasts the condition). */
+static void guest_sleep(struct minivm *vm, uint32_t us)
+{
+    struct timespec ts;
+    deadline_after(&ts, (uint64_t)us * 1000);
+    pthread_mutex_lock(&vm->lock);
+    while (!__atomic_load_n(&vm->pause_req, __ATOMIC_SEQ_CST) &&
+           !__atomic_load_n(&vm->quit, __ATOMIC_SEQ_CST))
+        if (pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&vm->lock);
+}
+
 /* Returns 0 to go on, -1 when the vCPU cannot continue. */
 static int handle_io(struct minivm_vcpu *v)
 {
@@ -171,6 +202,12 @@ static int handle_io(struct minivm_vcpu *v)
     if (run->io.port == MINIVM_PORT_DEBUG) {
         for (uint32_t i = 0; i < run->io.count; i++)
             debug_char(v, (char)data[i * run->io.size]);
+        return 0;
+    }
+    if (run->io.port == MINIVM_PORT_SLEEP && run->io.size == 4) {
+        uint32_t us;
+        memcpy(&us, data, 4);
+        guest_sleep(vm, us < MINIVM_SLEEP_MAX_US ? us : MINIVM_SLEEP_MAX_US);
         return 0;
     }
     if (run->io.port == MINIVM_PORT_EVENT && run->io.size == 4) {
@@ -211,12 +248,7 @@ static bool wait_paused(struct minivm *vm, bool parked)
             /* An idle vCPU after HLT: nothing can wake it but quit, pause
              * or a resume; poll so that it re-enters KVM_RUN now and then. */
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            deadline_after(&ts, 50000000);
             pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
             parked = false;
             continue;
@@ -300,6 +332,13 @@ static void *vcpu_thread(void *arg)
             break;
         case KVM_EXIT_INTR:
             continue;
+        case KVM_EXIT_DIRTY_RING_FULL:
+            /* Also on a soft-full ring: KVM_RUN does not enter again
+             * before the ring is harvested and reset. */
+            if (minivm_dirty_ring_full(v) == 0)
+                continue;
+            fprintf(stderr, "minivm: vCPU %u: dirty ring full and not reset\n", v->index);
+            break;
         case KVM_EXIT_HLT: {
             struct minivm_config *c = minivm_config_page(vm);
             if (c && c->role[v->index] == MINIVM_ROLE_IDLE) {
@@ -383,17 +422,13 @@ void minivm_vcpus_pause(struct minivm *vm)
 {
     __atomic_store_n(&vm->pause_req, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_lock(&vm->lock);
+    pthread_cond_broadcast(&vm->cond); /* wakes vCPUs in the sleep port */
     while (vm->paused < vm->running) {
         pthread_mutex_unlock(&vm->lock);
         kick_all(vm);
         pthread_mutex_lock(&vm->lock);
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        deadline_after(&ts, 1000000);
         if (vm->paused < vm->running)
             pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
     }
