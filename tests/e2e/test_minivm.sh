@@ -4,8 +4,11 @@
 # (every page against the guest's generation table, before the vCPUs
 # resume) and by the guest itself (its checker vCPU and its counter, which
 # must go on). Cases: verified live migration with 2 and with 1 and 4 vCPUs,
-# a migration that needs throttling, and a destination killed half way (the
-# source guest runs on and reports no failure).
+# a migration that needs throttling, a destination killed half way (the
+# source guest runs on and reports no failure), ping-pong A -> B -> A, a
+# migration started from the monitor, KVM's dirty ring instead of the
+# bitmap, and a page corrupted under the running guest (its checker must
+# report it).
 #
 # Run by meson with MINIVM=<minivm binary>. Exit 0 pass, 1 fail, 77 skip
 # (no usable /dev/kvm, or no guest binary built), with the reason on stderr.
@@ -59,7 +62,7 @@ for n in 1 4; do
 done
 
 # A slow link and a fast writer: converges only by throttling.
-live throttle --mem 64M --vcpus 2 --dirty-rate 0 --hot-set 8M --migrate-after 1s \
+live throttle --mem 64M --vcpus 2 --dirty-rate max --hot-set 8M --migrate-after 1s \
     --max-bandwidth 2M
 if [ "$RC" = 0 ] && has throttle.err "verified" && ! has throttle.out "throttle  *highest 0%"; then
     pass "throttled migration: verified, throttle used"
@@ -85,6 +88,72 @@ if [ "$RC" = 1 ] && ! grep -q "CHECK_FAIL\|did not continue\|guest failure" "$T/
     pass "destination killed: the migration failed (exit 1), the source guest ran on unharmed"
 else
     fail "destination killed: exit $RC: $(tail -5 "$T/ksrc.err")"
+fi
+
+# wait_sock PATH: until a listener's unix socket exists (5 s at most).
+wait_sock() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+
+# Ping-pong: A -> B, then B (after running 1 s) -> A' on A's first address.
+"$MINIVM" run --incoming "unix:$T/pa2.sock" --verify >"$T/pa2.out" 2>"$T/pa2.err" &
+p3=$!
+PIDS+=("$p3")
+"$MINIVM" run --incoming "unix:$T/pb.sock" --verify --migrate-to "unix:$T/pa2.sock" \
+    --migrate-after 1s >"$T/pb.out" 2>"$T/pb.err" &
+p2=$!
+PIDS+=("$p2")
+wait_sock "$T/pa2.sock" && wait_sock "$T/pb.sock"
+timeout 120 "$MINIVM" run --guest "$GUEST" --mem 256M --migrate-to "unix:$T/pb.sock" \
+    --migrate-after 1s >"$T/pa.out" 2>"$T/pa.err"
+ra=$?
+wait "$p2"
+rb=$?
+wait "$p3"
+rc3=$?
+if [ "$ra" = 0 ] && [ "$rb" = 0 ] && [ "$rc3" = 0 ] && has pb.err "verified [0-9]* pages" &&
+    has pa2.err "verified [0-9]* pages" && has pa2.err "guest ran on"; then
+    pass "ping-pong A -> B -> A: both legs verified, the guest ran on at the end"
+else
+    fail "ping-pong: exits $ra $rb $rc3: $(tail -3 "$T/pb.err") $(tail -3 "$T/pa2.err")"
+fi
+
+# The monitor: 'migrate URI' typed into a running VM (here through a pipe).
+"$MINIVM" run --incoming "unix:$T/mon.sock" --verify >"$T/mdst.out" 2>"$T/mdst.err" &
+p4=$!
+PIDS+=("$p4")
+wait_sock "$T/mon.sock"
+(sleep 1; echo info; echo "migrate unix:$T/mon.sock") |
+    timeout 120 "$MINIVM" run --guest "$GUEST" --mem 128M --monitor >"$T/msrc.out" 2>"$T/msrc.err"
+rm_=$?
+wait "$p4"
+rd=$?
+if [ "$rm_" = 0 ] && [ "$rd" = 0 ] && has msrc.err "guest now: counter" &&
+    has mdst.err "verified [0-9]* pages"; then
+    pass "monitor: 'migrate URI' migrated the running guest, verified"
+else
+    fail "monitor: exits $rm_ $rd: $(tail -3 "$T/msrc.err") $(tail -3 "$T/mdst.err")"
+fi
+
+# KVM's dirty ring instead of the bitmap (skipped where KVM lacks it).
+if "$MINIVM" probe 2>/dev/null | grep -q "dirty ring available"; then
+    live ring --mem 256M --vcpus 2 --migrate-after 1s --dirty-log ring
+    if [ "$RC" = 0 ] && has ring.err "verified [0-9]* pages" && has ring.err "dirty ring:"; then
+        pass "dirty ring: live migration verified"
+    else
+        fail "dirty ring: exit $RC: $(tail -5 "$T/ring.err")"
+    fi
+else
+    echo "skip - dirty ring: this KVM has no KVM_CAP_DIRTY_LOG_RING"
+fi
+
+# A bit flipped under the running guest: its checker reports it (exit 5).
+(sleep 1.5; echo corrupt; sleep 5) |
+    timeout 60 "$MINIVM" run --guest "$GUEST" --mem 64M --dirty-rate 100 --hot-set 1M \
+        --monitor --run-for 8s >"$T/bad.out" 2>"$T/bad.err"
+RC=$?
+if [ "$RC" = 5 ] && has bad.err "CHECK_FAIL"; then
+    pass "corrupted page: the guest's checker reported it, exit 5"
+else
+    fail "corrupted page: exit $RC: $(tail -3 "$T/bad.err")"
 fi
 
 echo "$npass passed, $nfail failed, 0 skipped"
