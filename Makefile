@@ -2,14 +2,15 @@
 #   make demo    build, then live-migrate a running 2 GiB KVM guest (minivm) between two
 #                processes on this machine (without KVM: a synthetic 4 GiB live workload)
 #   make check   build, then run the whole test suite
-# Other targets: build, asan, tsan, fuzz, fuzz-long, bench, bench-live, format, clean.
+# Other targets: build, asan, tsan, fuzz, fuzz-long, bench, bench-live, bench-minivm, format,
+# clean.
 
 BUILD    ?= build
 MESON    ?= meson
 FUZZ_SECONDS ?= 60
 DEMO_SIZE ?= 2G
 
-.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live format clean
+.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm format clean
 
 all: build
 
@@ -59,10 +60,15 @@ fuzz: deps
 fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=3600
 
-# The figures of docs/benchmarks.md: foundation (issue 2) and live pre-copy (issue 3).
+# The figures of docs/benchmarks.md: foundation (issue 2), live pre-copy
+# (issue 3) and minivm (issue 4; skipped without /dev/kvm).
 bench: build
 	./bench/run_foundation.py $(BUILD)
 	./bench/run_live.py $(BUILD) --cold
+	./bench/run_minivm.py $(BUILD) --rings || [ $$? = 77 ]
+
+bench-minivm: build
+	./bench/run_minivm.py $(BUILD) --rings
 
 bench-live: build
 	./bench/run_live.py $(BUILD) --cold

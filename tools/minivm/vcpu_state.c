@@ -234,16 +234,5 @@ int minivm_state_apply_tsc(struct minivm *vm)
                 "stall\n",
                 vm->tsc_khz ? (double)(int64_t)(now - vm->tsc_value[0]) / (double)vm->tsc_khz
                             : 0.0);
-    /* MINIVM_DEBUG_TSC=1: show what each vCPU's TSC reads after the restore. */
-    if (getenv("MINIVM_DEBUG_TSC")) {
-        struct minivm_config *c = minivm_config_page(vm);
-        for (unsigned i = 0; i < vm->nvcpus; i++) {
-            struct one_msr m = {.nmsrs = 1, .e.index = MSR_IA32_TSC};
-            ioctl(vm->vcpu[i].fd, KVM_GET_MSRS, &m);
-            fprintf(stderr, "minivm: vCPU %u TSC saved %llu now %llu (guest last_tsc %llu)\n", i,
-                    (unsigned long long)vm->tsc_value[i], (unsigned long long)m.e.data,
-                    (unsigned long long)c->last_tsc);
-        }
-    }
     return 0;
 }
