@@ -5,7 +5,8 @@
 # resume) and by the guest itself (its checker vCPU and its counter, which
 # must go on). Cases: verified live migration with 2 and with 1 and 4 vCPUs,
 # a migration that needs throttling, a destination killed half way (the
-# source guest runs on and reports no failure), ping-pong A -> B -> A, a
+# source guest runs on and reports no failure; then it migrates again from
+# the monitor and verifies), ping-pong A -> B -> A, a
 # migration started from the monitor, KVM's dirty ring instead of the
 # bitmap, and a page corrupted under the running guest (its checker must
 # report it).
@@ -62,7 +63,7 @@ for n in 1 4; do
 done
 
 # A slow link and a fast writer: converges only by throttling.
-live throttle --mem 64M --vcpus 2 --dirty-rate max --hot-set 8M --migrate-after 1s \
+live throttle --mem 64M --vcpus 2 --dirty-rate 5000 --hot-set 8M --hot-share 100 --migrate-after 1s \
     --max-bandwidth 2M
 if [ "$RC" = 0 ] && has throttle.err "verified" && ! has throttle.out "throttle  *highest 0%"; then
     pass "throttled migration: verified, throttle used"
@@ -92,6 +93,33 @@ fi
 
 # wait_sock PATH: until a listener's unix socket exists (5 s at most).
 wait_sock() { for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+
+# Killed, then migrated again: the guest that survived a failed migration
+# migrates (from the monitor) to a second destination, which verifies it.
+"$MINIVM" run --incoming "unix:$T/k2.sock" >"$T/k2.out" 2>"$T/k2.err" &
+d2=$!
+PIDS+=("$d2")
+"$MINIVM" run --incoming "unix:$T/k3.sock" --verify >"$T/k3.out" 2>"$T/k3.err" &
+d3=$!
+PIDS+=("$d3")
+wait_sock "$T/k2.sock" && wait_sock "$T/k3.sock"
+(sleep 1; echo "migrate unix:$T/k2.sock"; sleep 5; echo "migrate unix:$T/k3.sock"; sleep 60) |
+    timeout 120 "$MINIVM" run --guest "$GUEST" --mem 128M --monitor --max-bandwidth 20M \
+        >"$T/kr.out" 2>"$T/kr.err" &
+sr=$!
+PIDS+=("$sr")
+sleep 1.6
+kill -9 "$d2"
+wait "$sr"
+RC=$?
+wait "$d3"
+rd3=$?
+if [ "$RC" = 0 ] && [ "$rd3" = 0 ] && has kr.err "migration to unix:.*k2.sock failed" &&
+    has k3.err "verified [0-9]* pages" && has k3.err "guest ran on"; then
+    pass "destination killed, then migrated again: the surviving guest verified on the second"
+else
+    fail "killed then again: exits $RC $rd3: $(tail -3 "$T/kr.err") $(tail -3 "$T/k3.err")"
+fi
 
 # Ping-pong: A -> B, then B (after running 1 s) -> A' on A's first address.
 "$MINIVM" run --incoming "unix:$T/pa2.sock" --verify >"$T/pa2.out" 2>"$T/pa2.err" &
