@@ -798,8 +798,11 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
         fprintf(stderr, "minivm: incoming migration failed: %s\n", err.msg);
         return cli_exit_code(rc);
     }
-    if (!vm->slot[0].host || vm->nvcpus == 0) {
-        fprintf(stderr, "minivm: the source sent no low RAM or no vCPU state\n");
+    if (!vm->slot[0].host || vm->nvcpus == 0 || !minivm_config_page(vm)) {
+        /* A hostile or broken source can send a low RAM block too small to
+         * hold the config page: nothing below may then read it. */
+        fprintf(stderr, "minivm: the source sent no low RAM with a config page, or no vCPU "
+                        "state\n");
         return MINIVM_EXIT_MIGRATE;
     }
     if (ro->verify) {
