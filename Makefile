@@ -10,7 +10,7 @@ MESON    ?= meson
 FUZZ_SECONDS ?= 60
 DEMO_SIZE ?= 2G
 
-.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm format clean
+.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm bench-compress format clean qpl-check
 
 all: build
 
@@ -51,7 +51,7 @@ fuzz: deps
 	[ -f build-fuzz/build.ninja ] || CC=clang $(MESON) setup build-fuzz -Dfuzzing=true \
 	    -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 	ninja -C build-fuzz
-	for t in handshake packet control minivm_state; do \
+	for t in handshake packet control minivm_state codec_zlib codec_zstd codec_deflate_page codec_lz4; do \
 	    mkdir -p tests/fuzz/corpus-new/$$t; \
 	    ./build-fuzz/tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	        tests/fuzz/corpus-new/$$t tests/fuzz/corpus/$$t || exit 1; \
@@ -72,6 +72,22 @@ bench-minivm: build
 
 bench-live: build
 	./bench/run_live.py $(BUILD) --cold
+
+# Every codec over 1 and 10 Gbit/s links (two network namespaces, bench/linkemu.sh;
+# needs root) and plain loopback: bench/run_compress.py.
+bench-compress: build
+	./bench/run_compress.py $(BUILD)
+
+# deflate-page's IAA hardware path (src/codec/deflate_qpl.c and the codec's
+# use of it), compiled syntax-only against the declarations-only stub of Intel
+# QPL in tests/stub/ (Debian has no QPL), so that it keeps compiling without
+# the library. Needs no configured build: the -D flags stand in for vmig_config.h.
+QPL_CHECK_CFLAGS = -std=c11 -D_GNU_SOURCE -fno-strict-aliasing -Wall -Wextra -Werror \
+    -Wno-missing-field-initializers -fsyntax-only -DVMIG_HAVE_QPL_STUB_CHECK \
+    -DVMIG_HAVE_ISAL=1 -DVMIG_HAVE_ZLIB=1 -I tests/stub -I include -I src
+
+qpl-check:
+	$(CC) $(QPL_CHECK_CFLAGS) src/codec/deflate_qpl.c src/codec/codec_deflate_page.c
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

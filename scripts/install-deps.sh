@@ -4,6 +4,7 @@
 # otherwise it prints the apt-get line to run.
 set -eu
 PKGS="gcc clang make meson ninja-build pkg-config python3 libxxhash-dev libisal-dev \
+zlib1g-dev libzstd-dev liblz4-dev \
 libclang-rt-14-dev iproute2 procps"
 
 missing=""

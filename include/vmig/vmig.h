@@ -100,6 +100,40 @@ enum vmig_throttle {
                                  * (default), the ladder on top when passes still stall */
 };
 
+/*
+ * Page codecs. The id is the one a RAM packet carries on the wire
+ * (docs/wire-format.md), so a codec can change from packet to packet.
+ *   none          the pages as they are
+ *   zlib, zstd    one stream per channel, flushed at the end of each packet
+ *   deflate-page  each page its own raw deflate (4 KiB window), the format
+ *                 of Intel IAA (QPL); a page that does not shrink goes raw
+ *   lz4           one LZ4 block per packet (the cheapest)
+ */
+enum vmig_codec {
+    VMIG_CODEC_NONE = 0,
+    VMIG_CODEC_ZLIB = 1,
+    VMIG_CODEC_ZSTD = 2,
+    VMIG_CODEC_DEFLATE_PAGE = 3,
+    VMIG_CODEC_LZ4 = 4,
+};
+#define VMIG_CODEC_COUNT 5
+/* params.compression: measure the link and the codecs and choose per packet. */
+#define VMIG_COMPRESSION_AUTO 255u
+
+/* Where deflate-page compresses: the IAA hardware path through Intel QPL when
+ * it was built and a device opens, else the software path (ISA-L). */
+enum vmig_deflate_path {
+    VMIG_DEFLATE_PATH_AUTO = 0,
+    VMIG_DEFLATE_PATH_SOFTWARE = 1,
+    VMIG_DEFLATE_PATH_HARDWARE = 2, /* asked for; falls back to software, saying why */
+};
+
+/* "zstd", "deflate-page", ...; "auto" for VMIG_COMPRESSION_AUTO; "?" otherwise. */
+const char *vmig_codec_name(uint32_t codec);
+/* 0 when this build can encode and decode `codec`; VMIG_ENOTSUP with the
+ * reason ("zstd: not built (libzstd was not found at build time)"). */
+int vmig_codec_available(uint32_t codec, vmig_error *err);
+
 typedef struct vmig_params {
     uint32_t channels;           /* data channels, 1..64; default 4 */
     uint32_t packet_pages;       /* pages per packet, 1..1024; default 128 */
@@ -119,6 +153,11 @@ typedef struct vmig_params {
     uint32_t throttle_step;     /* later steps, percent; default 10 */
     uint32_t throttle_max;      /* ceiling, percent, 1..99; default 99 */
     uint32_t stall_passes;      /* passes without progress that count as a stall; default 3 */
+    /* Compression (source only; the destination decodes whatever arrives). */
+    uint32_t compression;  /* enum vmig_codec, or VMIG_COMPRESSION_AUTO (default) */
+    uint32_t zlib_level;   /* 1..9; default 1 */
+    uint32_t zstd_level;   /* 1..19; default 1 */
+    uint32_t deflate_path; /* enum vmig_deflate_path; default auto */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -352,6 +391,14 @@ typedef struct vmig_channel_stats {
     uint64_t busy_ns; /* time spent preparing, sending or receiving packets */
 } vmig_channel_stats;
 
+typedef struct vmig_codec_stats {
+    uint64_t packets;   /* RAM packets with this codec */
+    uint64_t pages;     /* normal pages in them */
+    uint64_t in_bytes;  /* page bytes before compression */
+    uint64_t out_bytes; /* payload bytes on the wire */
+    uint64_t ns;        /* time spent compressing (source) or decompressing */
+} vmig_codec_stats;
+
 typedef struct vmig_stats {
     uint32_t state;        /* enum vmig_state */
     uint32_t channels;     /* data channels in use */
@@ -378,6 +425,10 @@ typedef struct vmig_stats {
     uint64_t downtime_ns;          /* stop to the destination's commit; 0 until then */
     uint64_t sync_ns;              /* time spent in dirty-log syncs */
     uint32_t forced;               /* 1 when on-limit=switch forced the switchover */
+    /* Compression, per codec (index enum vmig_codec). Source: what it encoded;
+     * destination: what it decoded. Zero-page-only packets count as none. */
+    vmig_codec_stats codec[VMIG_CODEC_COUNT];
+    char deflate_path[64]; /* "software (hardware path not built)"; "" when unused */
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

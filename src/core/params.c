@@ -6,7 +6,7 @@
 
 #include "../base/base.h"
 
-typedef enum { P_UINT, P_SIZE, P_ENUM } param_kind;
+typedef enum { P_UINT, P_SIZE, P_ENUM, P_CODEC } param_kind;
 
 /* What the user reads: names, accepted values, defaults, help. */
 static const vmig_param_info infos[] = {
@@ -50,6 +50,16 @@ static const vmig_param_info infos[] = {
     {"stall-passes", "1..1000", "3",
      "source: passes in a row without the remaining bytes shrinking that count as a stall "
      "(ladder: one more step; at the highest throttle or with throttle off: on-limit)"},
+    {"compression", "auto|none|zlib|zstd|deflate-page|lz4", "auto",
+     "source: how normal pages are compressed; auto measures the link and each codec on the "
+     "pages being sent and picks, per packet, the one that gets them across soonest (none on a "
+     "fast link); the destination decodes whatever arrives"},
+    {"zlib-level", "1..9", "1", "source: zlib compression level"},
+    {"zstd-level", "1..19", "1", "source: zstd compression level"},
+    {"deflate-path", "auto|software|hardware", "auto",
+     "source and destination: where deflate-page runs: the IAA hardware path through Intel QPL "
+     "when built and a device opens, else the software path (ISA-L); 'hardware' falls back to "
+     "software and says why"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -69,6 +79,7 @@ static const char *const dirty_names[] = {"auto",     "none",    "callback", "wp
                                           "wp-async", "wp-sync", NULL};
 static const char *const on_limit_names[] = {"fail", "switch", NULL};
 static const char *const throttle_names[] = {"off", "ladder", "adaptive", NULL};
+static const char *const deflate_path_names[] = {"auto", "software", "hardware", NULL};
 
 #define FIELD(f) offsetof(vmig_params, f), sizeof(((vmig_params *)0)->f)
 
@@ -90,6 +101,10 @@ static const param_spec specs[] = {
     {P_UINT, FIELD(throttle_step), 1, 99, NULL},
     {P_UINT, FIELD(throttle_max), 1, 99, NULL},
     {P_UINT, FIELD(stall_passes), 1, 1000, NULL},
+    {P_CODEC, FIELD(compression), 0, VMIG_CODEC_COUNT - 1, NULL},
+    {P_UINT, FIELD(zlib_level), 1, 9, NULL},
+    {P_UINT, FIELD(zstd_level), 1, 19, NULL},
+    {P_ENUM, FIELD(deflate_path), 0, 2, deflate_path_names},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 
@@ -113,6 +128,10 @@ void vmig_params_init(vmig_params *p)
     p->throttle_step = 10;
     p->throttle_max = 99;
     p->stall_passes = 3;
+    p->compression = VMIG_COMPRESSION_AUTO;
+    p->zlib_level = 1;
+    p->zstd_level = 1;
+    p->deflate_path = VMIG_DEFLATE_PATH_AUTO;
 }
 
 /* A parameter's field, read or written at its width (4 or 8 bytes). */
@@ -146,6 +165,8 @@ int vmig_params_check(const vmig_params *p, vmig_error *err)
     for (size_t i = 0; i < VMIG_ARRAY_SIZE(specs); i++) {
         const param_spec *d = &specs[i];
         uint64_t v = field_load(p, d);
+        if (d->kind == P_CODEC && v == VMIG_COMPRESSION_AUTO)
+            continue;
         if (v < d->min || v > d->max)
             return vmig_error_set(err, VMIG_EINVAL,
                                   "parameter %s: %llu is not valid (accepted: %s)", infos[i].name,
@@ -218,6 +239,16 @@ int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_er
                     v = k;
                     ok = true;
                 }
+        } else if (d->kind == P_CODEC) {
+            for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++)
+                if (!strcmp(vmig_codec_name(k), value)) {
+                    v = k;
+                    ok = true;
+                }
+            if (!strcmp(value, "auto")) {
+                field_store(p, d, VMIG_COMPRESSION_AUTO);
+                return 0;
+            }
         } else {
             ok = vmig_parse_size(value, &v) == 0 &&
                  (d->kind == P_SIZE || strspn(value, "0123456789") == strlen(value));

@@ -102,7 +102,44 @@ int main(void)
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 17, "table has %d entries", n);
+    CHECK(n == 21, "table has %d entries", n);
+
+    /* Compression: codec names, auto, levels, the deflate path. */
+    vmig_params_init(&p);
+    CHECK(p.compression == VMIG_COMPRESSION_AUTO && p.zstd_level == 1 && p.zlib_level == 1 &&
+              p.deflate_path == VMIG_DEFLATE_PATH_AUTO,
+          "compression defaults");
+    static const char *const codec_names[] = {"none", "zlib", "zstd", "deflate-page", "lz4"};
+    for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++) {
+        CHECK(set(&p, "compression", codec_names[c]) == 0 && p.compression == c, "codec %s",
+              codec_names[c]);
+        CHECK(!strcmp(vmig_codec_name(c), codec_names[c]), "codec name %u", c);
+    }
+    CHECK(set(&p, "compression", "auto") == 0 && p.compression == VMIG_COMPRESSION_AUTO, "auto");
+    CHECK(!strcmp(vmig_codec_name(VMIG_COMPRESSION_AUTO), "auto"), "auto name");
+    CHECK(!strcmp(vmig_codec_name(VMIG_CODEC_COUNT), "?"), "unknown codec name");
+    CHECK(set(&p, "compression", "gzip") == VMIG_EINVAL, "gzip");
+    CHECK(set(&p, "compression", "") == VMIG_EINVAL, "empty codec");
+    CHECK(set(&p, "zstd-level", "19") == 0 && p.zstd_level == 19, "zstd 19");
+    CHECK(set(&p, "zstd-level", "20") == VMIG_EINVAL, "zstd 20");
+    CHECK(set(&p, "zstd-level", "0") == VMIG_EINVAL, "zstd 0");
+    CHECK(set(&p, "zlib-level", "9") == 0 && p.zlib_level == 9, "zlib 9");
+    CHECK(set(&p, "zlib-level", "10") == VMIG_EINVAL, "zlib 10");
+    CHECK(set(&p, "deflate-path", "hardware") == 0 && p.deflate_path == VMIG_DEFLATE_PATH_HARDWARE,
+          "deflate hardware");
+    CHECK(set(&p, "deflate-path", "iaa") == VMIG_EINVAL, "deflate iaa");
+    CHECK(vmig_codec_available(VMIG_CODEC_NONE, NULL) == 0, "none is always built");
+    CHECK(vmig_codec_available(VMIG_CODEC_COUNT, NULL) == VMIG_EINVAL, "no such codec");
+    {
+        vmig_session *cs = NULL;
+        vmig_params_init(&p);
+        p.compression = VMIG_CODEC_COUNT;
+        CHECK(vmig_session_create(&cs, VMIG_ROLE_SOURCE, &p, NULL) == VMIG_EINVAL && !cs,
+              "compression %u refused", p.compression);
+        p.compression = VMIG_COMPRESSION_AUTO;
+        CHECK(vmig_session_create(&cs, VMIG_ROLE_SOURCE, &p, NULL) == 0, "auto accepted");
+        vmig_session_free(cs);
+    }
 
     /* Sessions refuse bad params given as a struct. */
     vmig_session *s = NULL;
