@@ -36,7 +36,7 @@ def run_json(cmd):
 
 def bench(build, size, bw, live=None, dest="--prefault", extra=()):
     cmd = [f"{build}/tools/vmig/vmig", "bench", "--size", size, dest, "--channels", "4",
-           "--max-bandwidth", str(bw), "--json", "--quiet", *extra]
+           "--max-bandwidth", str(bw), "--compression", "none", "--json", "--quiet", *extra]
     if live:
         cmd += ["--live", "--hot-set", "512M", "--dirty-rate", str(live)]
     j = run_json(cmd)

@@ -81,6 +81,45 @@ static void populate_ahead(vmig_block *b, const uint64_t *offs, uint32_t n)
     }
 }
 
+/*
+ * A compressed payload: read it whole into the channel's buffer (its length
+ * was bounded by the header check), then decode it straight into the
+ * destination pages. The decoder fills every page exactly or fails.
+ */
+static int recv_compressed(vmig_channel *c, const vmig_pkt_hdr *h, vmig_block *b, uint32_t codec,
+                           vmig_error *err)
+{
+    vmig_session *s = c->s;
+    const vmig_codec_ops *ops = vmig_codec_get(codec);
+    if (ops->missing)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "packet %llu: codec %s, which this destination cannot decode (%s) "
+                              "and did not announce in READY",
+                              (unsigned long long)h->seq, ops->name, ops->missing);
+    void *ctx;
+    int rc = vmig_channel_codec_ctx(c, codec, true, &ctx, err);
+    if (!rc)
+        rc = vmig_channel_cbuf(c, h->payload_len, err);
+    if (!rc)
+        rc = vmig_conn_read_all(c->conn, c->cbuf, h->payload_len, "compressed page data", err);
+    if (rc)
+        return rc;
+    const uint64_t *offs = c->offsets;
+    for (uint32_t i = 0; i < h->normal; i++)
+        c->pages[i] = b->host + offs[i];
+    if (b->resident)
+        populate_ahead(b, offs, h->normal);
+    uint64_t t0 = vmig_now_ns();
+    vmig_error e = {0};
+    rc = ops->decode(ctx, c->cbuf, h->payload_len, c->pages, h->normal, b->page_size, &e);
+    if (rc)
+        return vmig_error_set(err, rc, "packet %llu (block '%s', %u pages): %s",
+                              (unsigned long long)h->seq, b->name, h->normal, e.msg);
+    vmig_codec_stat(s, codec, h->normal, (uint64_t)h->normal * b->page_size, h->payload_len,
+                    vmig_now_ns() - t0);
+    return 0;
+}
+
 static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig_error *err)
 {
     vmig_session *s = c->s;
@@ -104,6 +143,12 @@ static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig
     if (rc)
         return rc;
     const uint64_t *offs = c->offsets;
+    uint32_t codec = vmig_pkt_codec(h);
+    if (codec != VMIG_CODEC_NONE) {
+        if ((rc = recv_compressed(c, h, b, codec, err)))
+            return rc;
+        goto landed;
+    }
 
     struct iovec *iov = c->iov;
     int niov = 0;
@@ -124,6 +169,8 @@ static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig
         if (rc)
             return rc;
     }
+    vmig_codec_stat(s, VMIG_CODEC_NONE, h->normal, h->payload_len, h->payload_len, 0);
+landed:
     for (uint32_t i = 0; i < h->normal; i++) {
         uint64_t idx = offs[i] >> b->page_shift;
         bit_test_set(b->received, idx);
@@ -295,7 +342,8 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
         c->hdr = malloc(VMIG_PKT_HDR_LEN + 8 * (size_t)pp);
         c->iov = malloc(sizeof(struct iovec) * pp);
         c->offsets = malloc(sizeof(uint64_t) * pp);
-        if (!c->hdr || !c->iov || !c->offsets)
+        c->pages = malloc(sizeof(uint8_t *) * pp);
+        if (!c->hdr || !c->iov || !c->offsets || !c->pages)
             return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u buffers", i);
     }
     return 0;
@@ -480,7 +528,9 @@ int vmig_dest_run(vmig_session *s)
     }
     if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, true, &e)))
         goto fail;
-    if ((rc = vmig_ctl_write(s->control, VMIG_CTL_READY, NULL, 0, &e)))
+    uint8_t ready[VMIG_READY_LEN];
+    vmig_wire_ready_encode(vmig_codec_built_mask(), ready);
+    if ((rc = vmig_ctl_write(s->control, VMIG_CTL_READY, ready, sizeof(ready), &e)))
         goto fail;
     __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
     s->start_ns = vmig_now_ns();

@@ -352,6 +352,17 @@ void vmig_session_reset_run(vmig_session *s)
             free(c->jobs[j].offsets);
             c->jobs[j].offsets = NULL;
         }
+        for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
+            const vmig_codec_ops *ops = vmig_codec_get(k);
+            if (c->codec_ctx[k])
+                (s->role == VMIG_ROLE_DEST ? ops->dec_free : ops->enc_free)(c->codec_ctx[k]);
+            c->codec_ctx[k] = NULL;
+        }
+        free(c->cbuf);
+        free(c->pages);
+        c->cbuf = NULL;
+        c->cbuf_cap = 0;
+        c->pages = NULL;
         c->head = c->count = 0;
         c->last_seq = 0;
         c->synced_pass = 0;
@@ -377,6 +388,11 @@ static void run_begin(vmig_session *s)
     s->st_pass = s->st_throttle = s->st_throttle_max = s->st_forced = 0;
     s->st_dirty_pages = s->st_remaining = s->st_dirty_rate = s->st_bandwidth = 0;
     s->st_expected_ns = s->st_downtime_ns = s->st_sync_ns = 0;
+    memset(s->st_codec, 0, sizeof(s->st_codec));
+    s->deflate_desc[0] = 0;
+    s->dest_codecs = 1u << VMIG_CODEC_NONE;
+    s->auto_mask = 1u << VMIG_CODEC_NONE;
+    s->pages_volatile = 0;
     s->dirty_mode = VMIG_DIRTY_NONE;
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
@@ -564,6 +580,16 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     o->downtime_ns = LD(s->st_downtime_ns);
     o->sync_ns = LD(s->st_sync_ns);
     o->forced = LD(s->st_forced);
+    for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
+        o->codec[k].packets = LD(s->st_codec[k].packets);
+        o->codec[k].pages = LD(s->st_codec[k].pages);
+        o->codec[k].in_bytes = LD(s->st_codec[k].in_bytes);
+        o->codec[k].out_bytes = LD(s->st_codec[k].out_bytes);
+        o->codec[k].ns = LD(s->st_codec[k].ns);
+    }
+    pthread_mutex_lock(&s->lock);
+    memcpy(o->deflate_path, s->deflate_desc, sizeof(o->deflate_path));
+    pthread_mutex_unlock(&s->lock);
     if (o->elapsed_ns)
         o->mbps = (double)o->wire_bytes * 1e3 / (double)o->elapsed_ns;
 #undef LD
@@ -638,4 +664,63 @@ vmig_digest vmig_block_digest_hashes(const vmig_block *b, bool dest)
         vmig_digest_add(&d, i, h);
     }
     return d;
+}
+
+/* ------------------------------------------------------------------ */
+/* compression helpers                                                 */
+
+int vmig_channel_codec_ctx(vmig_channel *c, uint32_t codec, bool dest, void **ctx, vmig_error *err)
+{
+    if (c->codec_ctx[codec]) {
+        *ctx = c->codec_ctx[codec];
+        return 0;
+    }
+    vmig_session *s = c->s;
+    const vmig_codec_ops *ops = vmig_codec_get(codec);
+    if (ops->missing)
+        return vmig_error_set(err, VMIG_ENOTSUP, "%s: %s", ops->name, ops->missing);
+    uint32_t max_ps = VMIG_WIRE_MIN_PAGE_SIZE;
+    for (uint32_t i = 0; i < s->nblocks; i++)
+        max_ps = VMIG_MAX(max_ps, s->blocks[i].page_size);
+    vmig_codec_cfg cfg = {
+        .level = codec == VMIG_CODEC_ZLIB ? s->p.zlib_level : s->p.zstd_level,
+        .max_pages = s->p.packet_pages,
+        .max_page_size = max_ps,
+        .deflate_path = s->p.deflate_path,
+    };
+    int rc = (dest ? ops->dec_create : ops->enc_create)(&cfg, &c->codec_ctx[codec], err);
+    if (rc)
+        return rc;
+    if (ops->describe && codec == VMIG_CODEC_DEFLATE_PAGE) {
+        const char *d = ops->describe(c->codec_ctx[codec]);
+        pthread_mutex_lock(&s->lock);
+        if (d && !s->deflate_desc[0])
+            snprintf(s->deflate_desc, sizeof(s->deflate_desc), "%s", d);
+        pthread_mutex_unlock(&s->lock);
+    }
+    *ctx = c->codec_ctx[codec];
+    return 0;
+}
+
+int vmig_channel_cbuf(vmig_channel *c, size_t len, vmig_error *err)
+{
+    if (len <= c->cbuf_cap)
+        return 0;
+    free(c->cbuf);
+    c->cbuf_cap = 0;
+    if (!(c->cbuf = malloc(len)))
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for a %zu-byte payload buffer", len);
+    c->cbuf_cap = len;
+    return 0;
+}
+
+void vmig_codec_stat(vmig_session *s, uint32_t codec, uint32_t pages, uint64_t in, uint64_t out,
+                     uint64_t ns)
+{
+    vmig_codec_stats *st = &s->st_codec[codec];
+    vmig_stat_add(&st->packets, 1);
+    vmig_stat_add(&st->pages, pages);
+    vmig_stat_add(&st->in_bytes, in);
+    vmig_stat_add(&st->out_bytes, out);
+    vmig_stat_add(&st->ns, ns);
 }

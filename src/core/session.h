@@ -18,9 +18,11 @@
 #include <time.h>
 
 #include "../base/base.h"
+#include "../codec/codec.h"
 #include "../ram/zero.h"
 #include "../transport/transport.h"
 #include "../wire/wire.h"
+#include "adapt.h"
 
 typedef struct vmig_block {
     char name[VMIG_BLOCK_NAME_MAX + 1];
@@ -79,6 +81,14 @@ typedef struct vmig_channel {
     uint8_t *hdr;
     struct iovec *iov;
     uint64_t *offsets; /* destination: decoded offsets; source: zero-page scratch */
+    /* Compression: a context per codec (encoder on the source, decoder on
+     * the destination), made at the first packet that needs it; the payload
+     * buffer; the page pointers of the packet at hand; auto's model. */
+    void *codec_ctx[VMIG_CODEC_COUNT];
+    uint8_t *cbuf;
+    size_t cbuf_cap;
+    uint8_t **pages;
+    vmig_adapt adapt;
     /* Statistics (atomics, readable from any thread). */
     uint64_t st_bytes, st_packets, st_busy_ns, st_cpu_ns;
     /* Source: the last pass whose SYNC this channel wrote (under s->lock). */
@@ -132,6 +142,14 @@ struct vmig_session {
     pthread_mutex_t rate_lock;
     uint64_t rate_next_ns;
 
+    /* Compression. Source: the codecs the destination decodes (READY) and
+     * the ones auto may pick; 1 while the VM may still write the pages
+     * being sent (atomic). */
+    uint32_t dest_codecs, auto_mask;
+    int pages_volatile;
+    vmig_codec_stats st_codec[VMIG_CODEC_COUNT]; /* atomics */
+    char deflate_desc[64];                       /* under lock; first context's describe() */
+
     /* Statistics (atomics). */
     uint64_t start_ns, end_ns, total_bytes;
     uint64_t st_wire_bytes, st_ram_bytes, st_normal, st_zero, st_packets, st_verify_ns;
@@ -165,6 +183,15 @@ int vmig_session_finish(vmig_session *s, int rc, vmig_error *err);
 
 /* Pace `bytes` against max-bandwidth: sleeps until they may be sent. */
 void vmig_rate_wait(vmig_session *s, uint64_t bytes);
+
+/* Compression helpers shared by both sides (session.c). */
+/* The codec context of channel c for `codec`, created on first use. */
+int vmig_channel_codec_ctx(vmig_channel *c, uint32_t codec, bool dest, void **ctx, vmig_error *err);
+/* Make c->cbuf hold at least `len` bytes. */
+int vmig_channel_cbuf(vmig_channel *c, size_t len, vmig_error *err);
+/* Account one packet of `codec` in s->st_codec. */
+void vmig_codec_stat(vmig_session *s, uint32_t codec, uint32_t pages, uint64_t in, uint64_t out,
+                     uint64_t ns);
 
 /* Channel statistics. */
 static inline void vmig_stat_add(uint64_t *ctr, uint64_t v)

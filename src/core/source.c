@@ -41,6 +41,58 @@ static uint32_t partition_zero(const vmig_session *s, const vmig_block *b, uint6
     return nn;
 }
 
+/*
+ * The codec of a packet with nn normal pages: the fixed one, or auto's
+ * choice from the probe's view of the pages (*flagged: how many look random).
+ */
+static uint32_t pick_codec(vmig_channel *c, const vmig_block *b, const uint64_t *offs, uint32_t nn,
+                           uint32_t *flagged)
+{
+    vmig_session *s = c->s;
+    if (nn == 0)
+        return VMIG_CODEC_NONE;
+    if (s->p.compression != VMIG_COMPRESSION_AUTO)
+        return s->p.compression;
+    if (s->auto_mask == 1u << VMIG_CODEC_NONE)
+        return VMIG_CODEC_NONE;
+    uint32_t f = 0;
+    for (uint32_t i = 0; i < nn; i++)
+        f += vmig_codec_probe_incompressible(b->host + offs[i], b->page_size);
+    *flagged = f;
+    return vmig_adapt_choose(&c->adapt, nn, f);
+}
+
+/* Compress the packet's normal pages into c->cbuf; *out: payload bytes. */
+static int encode_pages(vmig_channel *c, const vmig_block *b, uint32_t codec, const uint64_t *offs,
+                        uint32_t nn, uint64_t *out, uint64_t *enc_ns, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    const vmig_codec_ops *ops = vmig_codec_get(codec);
+    void *ctx;
+    int rc = vmig_channel_codec_ctx(c, codec, false, &ctx, err);
+    if (!rc)
+        rc = vmig_channel_cbuf(c, vmig_wire_codec_bound((uint64_t)nn * b->page_size), err);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < nn; i++)
+        c->pages[i] = b->host + offs[i];
+    unsigned flags = __atomic_load_n(&s->pages_volatile, __ATOMIC_RELAXED) ? VMIG_ENC_VOLATILE : 0;
+    size_t olen = 0;
+    uint64_t t0 = vmig_now_ns();
+    rc = ops->encode(ctx, c->pages, nn, b->page_size, flags, c->cbuf, c->cbuf_cap, &olen, err);
+    *enc_ns = vmig_now_ns() - t0;
+    if (rc)
+        return rc;
+    /* The wire bound is what every destination accepts: a codec that went
+     * beyond it is a bug here, reported as one rather than sent. */
+    if (olen < 1 || olen > vmig_wire_codec_bound((uint64_t)nn * b->page_size))
+        return vmig_error_set(
+            err, VMIG_EIO, "%s produced %zu bytes for %u pages (bound %llu)", ops->name, olen, nn,
+            (unsigned long long)vmig_wire_codec_bound((uint64_t)nn * b->page_size));
+    *out = olen;
+    return 0;
+}
+
 static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
 {
     vmig_session *s = c->s;
@@ -66,8 +118,12 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
             b->page_hash[offs[i] >> b->page_shift] = b->zero_hash;
     }
 
+    uint32_t flagged = 0;
+    uint32_t codec = pick_codec(c, b, offs, nn, &flagged);
+    uint64_t in = (uint64_t)nn * b->page_size, out = in, enc_ns = 0;
     vmig_pkt_hdr h = {
         .type = VMIG_PKT_RAM,
+        .flags = (uint16_t)codec,
         .seq = job->seq,
         .pass = job->pass,
         .page_size = b->page_size,
@@ -75,14 +131,24 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
         .zero = n - nn,
     };
     memcpy(h.block, b->name, sizeof(b->name));
-    size_t hlen = vmig_wire_pkt_encode(&h, offs, c->hdr);
-
-    /* iov[0] = header + offsets; then one entry per run of contiguous pages. */
     struct iovec *iov = c->iov;
     int niov = 1;
+    if (codec != VMIG_CODEC_NONE) {
+        int rc = encode_pages(c, b, codec, offs, nn, &out, &enc_ns, err);
+        if (rc)
+            return rc;
+        h.payload_len = (uint32_t)out;
+        iov[1].iov_base = c->cbuf;
+        iov[1].iov_len = out;
+        niov = 2;
+    }
+    size_t hlen = vmig_wire_pkt_encode(&h, offs, c->hdr);
+
+    /* iov[0] = header + offsets; then the payload: the compressed bytes, or
+     * one entry per run of contiguous pages. */
     iov[0].iov_base = c->hdr;
     iov[0].iov_len = hlen;
-    for (uint32_t i = 0; i < nn; i++) {
+    for (uint32_t i = 0; i < nn && codec == VMIG_CODEC_NONE; i++) {
         uint8_t *p = b->host + offs[i];
         if (niov > 1 && (uint8_t *)iov[niov - 1].iov_base + iov[niov - 1].iov_len == p) {
             iov[niov - 1].iov_len += b->page_size;
@@ -92,11 +158,16 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
             niov++;
         }
     }
-    uint64_t bytes = hlen + (uint64_t)nn * b->page_size;
+    uint64_t bytes = hlen + out;
+    uint64_t t_w = vmig_now_ns();
     vmig_rate_wait(s, bytes);
     int rc = vmig_conn_write_full(c->conn, iov, niov, "a RAM packet", err);
     if (rc)
         return rc;
+    if (s->p.compression == VMIG_COMPRESSION_AUTO)
+        vmig_adapt_observe(&c->adapt, codec, nn, flagged, in, out, bytes, enc_ns,
+                           vmig_now_ns() - t_w);
+    vmig_codec_stat(s, codec, nn, in, nn ? out : 0, enc_ns);
     vmig_stat_add(&c->st_bytes, bytes);
     vmig_stat_add(&c->st_packets, 1);
     vmig_stat_add(&s->st_wire_bytes, bytes);
@@ -342,12 +413,30 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
         c->hdr = malloc(VMIG_PKT_HDR_LEN + 8 * (size_t)pp);
         c->iov = malloc(sizeof(struct iovec) * (pp + 1));
         c->offsets = malloc(sizeof(uint64_t) * pp);
-        bool ok = c->hdr && c->iov && c->offsets;
+        c->pages = malloc(sizeof(uint8_t *) * pp);
+        vmig_adapt_init(&c->adapt, s->auto_mask);
+        bool ok = c->hdr && c->iov && c->offsets && c->pages;
         for (int j = 0; j < VMIG_QUEUE_DEPTH && ok; j++)
             ok = (c->jobs[j].offsets = malloc(sizeof(uint64_t) * pp)) != NULL;
         if (!ok)
             return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u buffers", i);
     }
+    return 0;
+}
+
+/* After READY: the fixed codec must be one the destination decodes; auto
+ * picks among the candidates both sides have. */
+static int choose_codecs(vmig_session *s, vmig_error *err)
+{
+    uint32_t c = s->p.compression;
+    if (c != VMIG_COMPRESSION_AUTO && !(s->dest_codecs & 1u << c))
+        return vmig_error_set(err, VMIG_ENOTSUP,
+                              "compression %s: the destination cannot decode it (it was built "
+                              "without it); use compression=auto or a codec it has",
+                              vmig_codec_name(c));
+    s->auto_mask = VMIG_ADAPT_CANDIDATES & vmig_codec_built_mask() & s->dest_codecs;
+    for (uint32_t i = 0; i < s->nch; i++)
+        vmig_adapt_init(&s->ch[i].adapt, s->auto_mask);
     return 0;
 }
 
@@ -712,6 +801,8 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
     uint64_t seq = 0;
     uint32_t pass = 1;
     bool tracked = __atomic_load_n(&s->dirty_mode, __ATOMIC_RELAXED) != VMIG_DIRTY_NONE;
+    /* Until the VM stops, the pages being compressed may change under the codec. */
+    __atomic_store_n(&s->pages_volatile, tracked, __ATOMIC_RELAXED);
     int rc = tracked ? dirty_start(s, L, err) : vm_stop(s, L, err);
     if (rc)
         return rc;
@@ -772,6 +863,8 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
         pk.tick = NULL; /* nothing to measure once the VM stops */
         if ((rc = vm_stop(s, L, err)) || (rc = dirty_sync(s, SYNC_ACCUMULATE, &dirty, err)))
             return rc;
+        /* Packets of earlier passes still queued read the stopped VM too. */
+        __atomic_store_n(&s->pages_volatile, 0, __ATOMIC_RELAXED);
         L->pc.remaining = dirty;
         pass++;
         pk.pass = pass;
@@ -821,6 +914,9 @@ int vmig_source_run(vmig_session *s, const char *uri)
     }
     for (uint32_t i = 0; i < s->nblocks; i++)
         s->blocks[i].zero_hash = vmig_zero_page_hash(s->blocks[i].page_size);
+    if (s->p.compression != VMIG_COMPRESSION_AUTO &&
+        (rc = vmig_codec_available(s->p.compression, &e)))
+        goto fail;
     if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, false, &e)) ||
         (rc = dirty_setup(s, &e)))
         goto fail;
@@ -842,7 +938,10 @@ int vmig_source_run(vmig_session *s, const char *uri)
     if ((rc = vmig_ctl_read_session(s, VMIG_CTL_READY, &payload, &plen,
                                     (int)s->p.connect_timeout_ms, &e)))
         goto fail;
+    rc = vmig_wire_ready_decode(payload, plen, &s->dest_codecs, &e);
     free(payload);
+    if (rc || (rc = choose_codecs(s, &e)))
+        goto fail;
 
     for (uint32_t i = 0; i < s->nch; i++) {
         vmig_conn *dc;

@@ -161,13 +161,38 @@ int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
         return vmig_error_set(err, VMIG_EPROTO,
                               "control frame %s: payload length %" PRIu32 " exceeds the limit %u",
                               vmig_wire_ctl_name(t), len, VMIG_WIRE_MAX_CTL_PAYLOAD);
-    /* READY and COMMIT have no payload decoder: their one rule is checked here. */
-    if ((t == VMIG_CTL_READY || t == VMIG_CTL_COMMIT) && len != 0)
+    /* COMMIT has no payload decoder: its one rule is checked here. */
+    if (t == VMIG_CTL_COMMIT && len != 0)
         return vmig_error_set(err, VMIG_EPROTO,
                               "control frame %s: payload length %" PRIu32 " must be 0",
                               vmig_wire_ctl_name(t), len);
+    if (t == VMIG_CTL_READY && len != VMIG_READY_LEN)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "control frame READY: payload length %" PRIu32 " must be %d", len,
+                              VMIG_READY_LEN);
     *type = t;
     *payload_len = len;
+    return 0;
+}
+
+void vmig_wire_ready_encode(uint32_t codecs, uint8_t out[VMIG_READY_LEN])
+{
+    vmig_put_be32(out, codecs);
+}
+
+int vmig_wire_ready_decode(const uint8_t *in, size_t len, uint32_t *codecs, vmig_error *err)
+{
+    if (len != VMIG_READY_LEN)
+        return vmig_error_set(err, VMIG_EPROTO, "READY: payload of %zu bytes, expected %d", len,
+                              VMIG_READY_LEN);
+    uint32_t m = vmig_get_be32(in);
+    if (!(m & 1u << VMIG_CODEC_NONE))
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "READY: codecs 0x%08" PRIx32 " lacks bit 0 (none), which every "
+                              "destination decodes",
+                              m);
+    /* Bits of codecs this side does not know are a newer destination's: ignored. */
+    *codecs = m & ((1u << VMIG_CODEC_COUNT) - 1);
     return 0;
 }
 
@@ -528,8 +553,10 @@ static uint32_t pkt_crc(const uint8_t *hdr, const uint8_t *offs, size_t n)
 size_t vmig_wire_pkt_encode(const vmig_pkt_hdr *h, const uint64_t *offsets, uint8_t *out)
 {
     size_t n = (size_t)h->normal + h->zero;
-    uint32_t payload_len =
-        h->type == VMIG_PKT_RAM ? (uint32_t)((uint64_t)h->normal * h->page_size) : h->payload_len;
+    /* A RAM packet without a codec carries its pages as they are. */
+    uint32_t payload_len = h->type == VMIG_PKT_RAM && vmig_pkt_codec(h) == VMIG_CODEC_NONE
+                               ? (uint32_t)((uint64_t)h->normal * h->page_size)
+                               : h->payload_len;
     memset(out, 0, VMIG_PKT_HDR_LEN);
     vmig_put_be32(out, VMIG_PKT_MAGIC);
     out[4] = VMIG_WIRE_VERSION;
@@ -549,8 +576,8 @@ size_t vmig_wire_pkt_encode(const vmig_pkt_hdr *h, const uint64_t *offsets, uint
     return VMIG_PKT_HDR_LEN + 8 * n;
 }
 
-static int pkt_decode_ram(const uint8_t *in, uint32_t page_size, uint32_t normal, uint32_t zero,
-                          uint32_t payload_len, uint32_t max_pages, vmig_error *err)
+static int pkt_decode_ram(const uint8_t *in, uint32_t codec, uint32_t page_size, uint32_t normal,
+                          uint32_t zero, uint32_t payload_len, uint32_t max_pages, vmig_error *err)
 {
     int rc = check_page_size(page_size, VMIG_EPROTO, err, "RAM packet");
     if (rc)
@@ -570,11 +597,25 @@ static int pkt_decode_ram(const uint8_t *in, uint32_t page_size, uint32_t normal
                               "RAM packet: normal %" PRIu32 " * page_size %" PRIu32 " = %" PRIu64
                               " payload bytes exceed the limit %u",
                               normal, page_size, bytes, VMIG_WIRE_MAX_PAYLOAD);
-    if (payload_len != bytes)
-        return vmig_error_set(err, VMIG_EPROTO,
-                              "RAM packet: payload_len %" PRIu32 " is not normal %" PRIu32
-                              " * page_size %" PRIu32 " = %" PRIu64,
-                              payload_len, normal, page_size, bytes);
+    if (codec == VMIG_CODEC_NONE) {
+        if (payload_len != bytes)
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "RAM packet: payload_len %" PRIu32 " is not normal %" PRIu32
+                                  " * page_size %" PRIu32 " = %" PRIu64,
+                                  payload_len, normal, page_size, bytes);
+    } else {
+        if (normal < 1)
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "RAM packet: codec %s with normal 0 (only pages with data are "
+                                  "compressed)",
+                                  vmig_codec_name(codec));
+        if (payload_len < 1 || payload_len > vmig_wire_codec_bound(bytes))
+            return vmig_error_set(
+                err, VMIG_EPROTO,
+                "RAM packet: codec %s: payload_len %" PRIu32 " is not in 1..%" PRIu64
+                " (the bound for %" PRIu64 " bytes of pages)",
+                vmig_codec_name(codec), payload_len, vmig_wire_codec_bound(bytes), bytes);
+    }
     const uint8_t *name = in + PKT_NAME_OFF;
     const uint8_t *nul = memchr(name, 0, VMIG_PKT_NAME_LEN);
     if (!nul)
@@ -639,8 +680,18 @@ int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h
                               "packet: type %u is not 1 (RAM), 2 (SYNC) or 3 (FIN)", type);
     const char *what = pkt_type_name(type);
     uint16_t flags = vmig_get_be16(in + 6);
-    if (flags)
-        return vmig_error_set(err, VMIG_EPROTO, "%s packet: flags 0x%04x must be 0", what, flags);
+    uint32_t codec = flags & VMIG_PKT_F_CODEC_MASK;
+    if (flags & ~VMIG_PKT_F_CODEC_MASK)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "%s packet: flags 0x%04x has bits outside the codec field 0x%04x set",
+                              what, flags, VMIG_PKT_F_CODEC_MASK);
+    if (type != VMIG_PKT_RAM && codec)
+        return vmig_error_set(err, VMIG_EPROTO, "%s packet: codec %" PRIu32 " must be 0", what,
+                              codec);
+    if (codec >= VMIG_CODEC_COUNT)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "RAM packet: codec %" PRIu32 " is not a codec id (0..%d)", codec,
+                              VMIG_CODEC_COUNT - 1);
     size_t r = first_nonzero(in + PKT_RESERVED_OFF, PKT_RESERVED_LEN);
     if (r < PKT_RESERVED_LEN)
         return vmig_error_set(err, VMIG_EPROTO, "%s packet: reserved byte %zu is 0x%02x, must be 0",
@@ -662,7 +713,7 @@ int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h
     uint32_t zero = vmig_get_be32(in + 28);
     uint32_t payload_len = vmig_get_be32(in + 32);
     int rc = type == VMIG_PKT_RAM
-                 ? pkt_decode_ram(in, page_size, normal, zero, payload_len, max_pages, err)
+                 ? pkt_decode_ram(in, codec, page_size, normal, zero, payload_len, max_pages, err)
                  : pkt_decode_marker(in, what, page_size, normal, zero, payload_len, err);
     if (rc)
         return rc;

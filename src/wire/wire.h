@@ -25,6 +25,13 @@
 #define VMIG_WIRE_MAX_CTL_PAYLOAD  (1u << 20)
 #define VMIG_WIRE_MAX_MSG          1024
 
+/* Most payload bytes of a compressed RAM packet whose pages hold `raw` bytes:
+ * every codec's worst case fits (docs/wire-format.md). */
+static inline uint64_t vmig_wire_codec_bound(uint64_t raw)
+{
+    return raw + raw / 8 + 1024;
+}
+
 /* ---------------- handshake ---------------- */
 
 #define VMIG_HS_LEN 40
@@ -76,11 +83,17 @@ const char *vmig_wire_ctl_name(unsigned type);
 size_t vmig_wire_ctl_frame(uint8_t *out, unsigned type, uint32_t payload_len);
 
 /* Decode a control header: type known, flags 0, length <= MAX_CTL_PAYLOAD,
- * READY and COMMIT empty. */
+ * READY 4 bytes, COMMIT empty. */
 int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
                              uint32_t *payload_len, vmig_error *err);
 /* Check the crc trailer of a whole frame (header + payload + crc). */
 int vmig_wire_ctl_check_crc(const uint8_t *frame, uint32_t payload_len, vmig_error *err);
+
+/* READY payload: the codecs the destination decodes, bit (1 << enum
+ * vmig_codec); bit 0 (none) must be set; bits of unknown codecs are dropped. */
+#define VMIG_READY_LEN 4
+void vmig_wire_ready_encode(uint32_t codecs, uint8_t out[VMIG_READY_LEN]);
+int vmig_wire_ready_decode(const uint8_t *in, size_t len, uint32_t *codecs, vmig_error *err);
 
 typedef struct vmig_wire_block {
     char name[VMIG_WIRE_MAX_NAME + 1]; /* NUL-terminated */
@@ -139,9 +152,13 @@ int vmig_wire_status_decode(const uint8_t *in, size_t len, bool is_error, vmig_w
 
 enum vmig_pkt_type { VMIG_PKT_RAM = 1, VMIG_PKT_SYNC = 2, VMIG_PKT_FIN = 3 };
 
+/* Packet flags: the low 4 bits name the codec of a RAM packet's payload
+ * (enum vmig_codec); every other bit must be 0. */
+#define VMIG_PKT_F_CODEC_MASK 0x000fu
+
 typedef struct vmig_pkt_hdr {
     uint8_t type;
-    uint16_t flags;
+    uint16_t flags; /* RAM: the codec id (VMIG_PKT_F_CODEC_MASK); else 0 */
     uint64_t seq;
     uint32_t pass;
     uint32_t page_size;
@@ -152,19 +169,26 @@ typedef struct vmig_pkt_hdr {
     char block[VMIG_PKT_NAME_LEN]; /* NUL-terminated */
 } vmig_pkt_hdr;
 
+static inline uint32_t vmig_pkt_codec(const vmig_pkt_hdr *h)
+{
+    return h->flags & VMIG_PKT_F_CODEC_MASK;
+}
+
 /*
  * Encode header plus offset array into `out`, which must hold
  * VMIG_PKT_HDR_LEN + 8 * (normal + zero) bytes; computes payload_len for
- * RAM packets from normal * page_size and the crc. `block` is copied
+ * RAM packets without a codec from normal * page_size (a compressed packet
+ * takes h->payload_len) and the crc. `block` is copied
  * (strnlen <= 255 required by the caller). Returns the bytes written.
  */
 size_t vmig_wire_pkt_encode(const vmig_pkt_hdr *h, const uint64_t *offsets, uint8_t *out);
 
 /*
- * Decode and check the fixed header: magic, version, type, flags,
- * reserved, name NUL-terminated (RAM) or all zero (SYNC/FIN), counts
+ * Decode and check the fixed header: magic, version, type, flags (codec id
+ * known; RAM only), reserved, name NUL-terminated (RAM) or all zero (SYNC/FIN), counts
  * (RAM: 1 <= normal + zero <= max_pages; SYNC/FIN: 0), page_size (RAM: power
- * of two in range; SYNC/FIN: 0), payload_len. Does not check the crc
+ * of two in range; SYNC/FIN: 0), payload_len (no codec: normal * page_size;
+ * a codec: 1..vmig_wire_codec_bound(), normal >= 1). Does not check the crc
  * (it covers the offsets, which come next).
  */
 int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h,

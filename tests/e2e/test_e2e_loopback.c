@@ -3,7 +3,8 @@
  * this process over tcp (IPv4 and IPv6) and unix sockets, with 1, 2, 4 and 8
  * channels and every zero-page and verify mode, and compare memory byte for
  * byte. Also checks that zero pages never touch fresh destination memory
- * (mincore) and that stale content in reused memory is cleared.
+ * (mincore) and that stale content in reused memory is cleared, and runs the
+ * same migrations through every codec this build has and through auto.
  */
 #include <pthread.h>
 #include <sys/mman.h>
@@ -54,8 +55,8 @@ static uint64_t fill_source(uint8_t *m, const blockdef *b, uint64_t seed)
     return zeros;
 }
 
-static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, const char *verify,
-                    const char *packet_pages)
+static int run_case_c(const char *uri_fmt, uint32_t channels, const char *zero, const char *verify,
+                      const char *packet_pages, const char *compression)
 {
     vmig_params p;
     vmig_params_init(&p);
@@ -66,6 +67,7 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
     REQUIRE(!vmig_params_set(&p, "zero-page-detection", zero, &e), "%s", e.msg);
     REQUIRE(!vmig_params_set(&p, "verify", verify, &e), "%s", e.msg);
     REQUIRE(!vmig_params_set(&p, "packet-pages", packet_pages, &e), "%s", e.msg);
+    REQUIRE(!vmig_params_set(&p, "compression", compression, &e), "%s", e.msg);
 
     tu_side src = {0}, dst = {0};
     REQUIRE(!vmig_session_create(&src.s, VMIG_ROLE_SOURCE, &p, &e), "%s", e.msg);
@@ -151,6 +153,31 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
     CHECK(chan_bytes == ss.wire_bytes, "per-channel bytes %llu != total %llu",
           (unsigned long long)chan_bytes, (unsigned long long)ss.wire_bytes);
 
+    /* Per codec: both sides agree, and the pages add up. */
+    uint64_t spages = 0, dpages = 0;
+    for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
+        spages += ss.codec[k].pages;
+        dpages += ds.codec[k].pages;
+        CHECK(ss.codec[k].packets == ds.codec[k].packets &&
+                  ss.codec[k].pages == ds.codec[k].pages &&
+                  ss.codec[k].out_bytes == ds.codec[k].out_bytes,
+              "%s: codec %s: source %llu packets %llu pages %llu bytes, destination %llu %llu %llu",
+              compression, vmig_codec_name(k), (unsigned long long)ss.codec[k].packets,
+              (unsigned long long)ss.codec[k].pages, (unsigned long long)ss.codec[k].out_bytes,
+              (unsigned long long)ds.codec[k].packets, (unsigned long long)ds.codec[k].pages,
+              (unsigned long long)ds.codec[k].out_bytes);
+    }
+    CHECK(spages == ss.normal_pages && dpages == ds.normal_pages,
+          "%s: codec pages %llu/%llu, normal pages %llu", compression, (unsigned long long)spages,
+          (unsigned long long)dpages, (unsigned long long)ss.normal_pages);
+    uint32_t fixed = VMIG_CODEC_COUNT;
+    for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++)
+        if (!strcmp(compression, vmig_codec_name(k)))
+            fixed = k;
+    if (fixed < VMIG_CODEC_COUNT && ss.normal_pages)
+        CHECK(ss.codec[fixed].pages == ss.normal_pages, "%s: only %llu of %llu pages", compression,
+              (unsigned long long)ss.codec[fixed].pages, (unsigned long long)ss.normal_pages);
+
     vmig_session_free(src.s);
     vmig_session_free(dst.s);
     for (size_t i = 0; i < NBLOCKS; i++) {
@@ -158,6 +185,12 @@ static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, co
         munmap(dm[i], blocks[i].pages * blocks[i].page_size);
     }
     return 0;
+}
+
+static int run_case(const char *uri_fmt, uint32_t channels, const char *zero, const char *verify,
+                    const char *packet_pages)
+{
+    return run_case_c(uri_fmt, channels, zero, verify, packet_pages, "none");
 }
 
 int main(void)
@@ -174,5 +207,18 @@ int main(void)
     run_case("tcp:127.0.0.1:0", 4, "channel", "off", "128");
     run_case("tcp:127.0.0.1:0", 2, "channel", "on", "1");
     run_case("tcp:127.0.0.1:0", 2, "channel", "on", "1024");
+    for (uint32_t k = 1; k <= VMIG_CODEC_COUNT; k++) {
+        uint32_t c = k == VMIG_CODEC_COUNT ? VMIG_COMPRESSION_AUTO : k;
+        vmig_error e = {0};
+        if (c != VMIG_COMPRESSION_AUTO && vmig_codec_available(c, &e)) {
+            fprintf(stderr, "skipping codec %s: %s\n", vmig_codec_name(c), e.msg);
+            continue;
+        }
+        const char *name = vmig_codec_name(c);
+        run_case_c("tcp:127.0.0.1:0", 3, "channel", "on", "128", name);
+        run_case_c("unix:/tmp/vmig-e2e-%d-%u.sock", 2, "channel", "full", "1", name);
+        run_case_c("tcp:127.0.0.1:0", 2, "main", "on", "1024", name);
+        run_case_c("tcp:127.0.0.1:0", 1, "none", "on", "64", name);
+    }
     return tu_result("test_e2e_loopback");
 }

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "src/codec/codec.h"
 #include "src/transport/transport.h"
 #include "src/wire/wire.h"
 
@@ -140,11 +141,66 @@ static void fs_packet(vmig_conn *c, uint8_t type, uint64_t seq, uint32_t pass, c
         vmig_conn_write_all(c, page, PG, "page", NULL);
 }
 
+/* A RAM packet of `normal` pages (offsets 0, PG, ...) with codec `codec`
+ * and the given payload. */
+static void fs_cpacket(vmig_conn *c, uint32_t codec, uint32_t normal, const uint8_t *payload,
+                       size_t len)
+{
+    vmig_pkt_hdr h = {.type = VMIG_PKT_RAM,
+                      .flags = (uint16_t)codec,
+                      .seq = 1,
+                      .pass = 1,
+                      .page_size = PG,
+                      .normal = normal,
+                      .payload_len = (uint32_t)len};
+    strcpy(h.block, "ram");
+    uint64_t o[16];
+    for (uint32_t i = 0; i < normal; i++)
+        o[i] = (uint64_t)i * PG;
+    uint8_t buf[VMIG_PKT_HDR_LEN + 8 * 16];
+    size_t n = vmig_wire_pkt_encode(&h, o, buf);
+    vmig_conn_write_all(c, buf, n, "pkt", NULL);
+    vmig_conn_write_all(c, payload, len, "payload", NULL);
+}
+
 static void fs_close(vmig_conn *ctl, vmig_conn **data, int n)
 {
     for (int i = 0; i < n; i++)
         vmig_conn_close(data[i]);
     vmig_conn_close(ctl);
+}
+
+/* ---- a fake destination that decodes nothing but none ---- */
+
+typedef struct fake_dest {
+    vmig_listener *l;
+    int data_channels;
+    bool got_error;
+} fake_dest;
+
+static void *fake_dest_main(void *p)
+{
+    fake_dest *f = p;
+    vmig_conn *c;
+    vmig_error e = {0};
+    static const int no_abort = 0;
+    if (f->l->ops->accept(f->l, 2000, &no_abort, &c, &e))
+        return NULL;
+    uint8_t hs[VMIG_HS_LEN];
+    if (!vmig_conn_read_all(c, hs, sizeof(hs), "hs", NULL) && fs_read_frame(c) == VMIG_CTL_HELLO) {
+        uint8_t ready[VMIG_READY_LEN];
+        vmig_wire_ready_encode(1u << VMIG_CODEC_NONE, ready);
+        fs_ctl(c, VMIG_CTL_READY, ready, sizeof(ready));
+        f->got_error = fs_read_frame(c) == VMIG_CTL_ERROR;
+    }
+    /* Any data channel would be the next connection. */
+    vmig_conn *d;
+    while (!f->l->ops->accept(f->l, 200, &no_abort, &d, NULL)) {
+        f->data_channels++;
+        vmig_conn_close(d);
+    }
+    vmig_conn_close(c);
+    return NULL;
 }
 
 /* ---- checks ---- */
@@ -328,6 +384,49 @@ int main(void)
         fs_close(ctl, data, 2);
     }
 
+    /* Compressed packets: an unknown codec id, garbage for every codec this
+     * build decodes, and a valid payload of 3 pages announced as 2. */
+    {
+        static uint8_t junk[3000];
+        memset(junk, 0xAB, sizeof(junk));
+        dest_start(&d);
+        ctl = fs_setup(&d, data, 1);
+        fs_cpacket(data[0], 9, 2, junk, 100);
+        expect(&d, VMIG_EPROTO, "codec", "RAM: codec id 9");
+        fs_close(ctl, data, 1);
+        for (uint32_t c = 1; c < VMIG_CODEC_COUNT; c++) {
+            const vmig_codec_ops *ops = vmig_codec_get(c);
+            if (ops->missing)
+                continue;
+            char what[64];
+            snprintf(what, sizeof(what), "RAM: %s garbage", ops->name);
+            dest_start(&d);
+            ctl = fs_setup(&d, data, 1);
+            fs_cpacket(data[0], c, 2, junk, sizeof(junk));
+            expect(&d, VMIG_EPROTO, "packet 1", what);
+            fs_close(ctl, data, 1);
+
+            /* The real encoder's output for 3 pages, sent as 2. */
+            static uint8_t pg3[3 * PG], out[4 * PG + 4096];
+            for (size_t k = 0; k < sizeof(pg3); k++)
+                pg3[k] = (uint8_t)("vmig compresses pages "[k % 22]);
+            uint8_t *pages[3] = {pg3, pg3 + PG, pg3 + 2 * PG};
+            vmig_codec_cfg cfg = {.level = 1, .max_pages = 128, .max_page_size = PG};
+            void *ctx = NULL;
+            size_t olen = 0;
+            REQUIRE(!ops->enc_create(&cfg, &ctx, &e) &&
+                        !ops->encode(ctx, pages, 3, PG, 0, out, sizeof(out), &olen, &e),
+                    "%s encode: %s", ops->name, e.msg);
+            ops->enc_free(ctx);
+            snprintf(what, sizeof(what), "RAM: %s 3 pages sent as 2", ops->name);
+            dest_start(&d);
+            ctl = fs_setup(&d, data, 1);
+            fs_cpacket(data[0], c, 2, out, olen);
+            expect(&d, VMIG_EPROTO, "packet 1", what);
+            fs_close(ctl, data, 1);
+        }
+    }
+
     /* Sequence going backwards on one channel. */
     dest_start(&d);
     ctl = fs_setup(&d, data, 1);
@@ -427,6 +526,40 @@ int main(void)
                 secs);
         vmig_session_free(src);
         close(fd);
+    }
+
+    /* The source side: a destination whose READY lacks the configured codec
+     * is refused before any data channel opens. */
+    for (uint32_t c = 1; c < VMIG_CODEC_COUNT; c++) {
+        if (vmig_codec_get(c)->missing)
+            continue;
+        vmig_listener *l;
+        REQUIRE(!vmig_listen("tcp:127.0.0.1:0", &l, &e), "%s", e.msg);
+        char uri[256];
+        l->ops->uri(l, uri, sizeof(uri));
+        vmig_params prm;
+        vmig_params_init(&prm);
+        prm.channels = 1;
+        prm.compression = c;
+        vmig_session *src;
+        static uint8_t page[PG] __attribute__((aligned(4096)));
+        REQUIRE(!vmig_session_create(&src, VMIG_ROLE_SOURCE, &prm, &e), "%s", e.msg);
+        REQUIRE(!vmig_ram_add(src, "ram", page, PG, PG, 0, &e), "%s", e.msg);
+        fake_dest fd = {.l = l};
+        pthread_t t;
+        pthread_create(&t, NULL, fake_dest_main, &fd);
+        vmig_error se = {0};
+        int rc = vmig_migrate(src, uri, &se);
+        pthread_join(t, NULL);
+        CHECK(rc == VMIG_ENOTSUP && strstr(se.msg, vmig_codec_name(c)) &&
+                  strstr(se.msg, "destination"),
+              "codec %s unknown to the destination: got %d: %s", vmig_codec_name(c), rc, se.msg);
+        CHECK(fd.data_channels == 0, "codec %s: %d data channels were opened", vmig_codec_name(c),
+              fd.data_channels);
+        CHECK(fd.got_error, "codec %s: the destination was not told why", vmig_codec_name(c));
+        fprintf(stderr, "  ok: %-34s -> %s\n", "source: codec the destination lacks", se.msg);
+        vmig_session_free(src);
+        vmig_listener_close(l);
     }
 
     vmig_session_free(d.s);

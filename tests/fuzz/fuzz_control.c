@@ -47,8 +47,23 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
     }
     case VMIG_CTL_DEVSTATE: /* opaque bytes for the application: any length up to the limit */
         return 0;
-    case VMIG_CTL_READY: /* empty: vmig_wire_ctl_decode_hdr() checked it */
-    case VMIG_CTL_COMMIT:
+    case VMIG_CTL_READY: { /* 4 bytes: vmig_wire_ctl_decode_hdr() checked the length */
+        uint32_t codecs;
+        rc = vmig_wire_ready_decode(p, len, &codecs, &err);
+        check_err(rc, &err);
+        if (len != VMIG_READY_LEN || (!rc && !(codecs & 1)))
+            __builtin_trap();
+        /* Unknown bits are dropped, not refused: the frame is re-framed as it
+         * came, and the known bits must re-encode to themselves. */
+        if (!rc) {
+            vmig_wire_ready_encode(codecs, out);
+            if ((vmig_get_be32(out) ^ vmig_get_be32(p)) & ((1u << VMIG_CODEC_COUNT) - 1))
+                __builtin_trap();
+            memcpy(out, p, len);
+        }
+        return rc;
+    }
+    case VMIG_CTL_COMMIT: /* empty: vmig_wire_ctl_decode_hdr() checked it */
         if (len != 0)
             __builtin_trap();
         return 0;

@@ -154,7 +154,25 @@ static void test_hello(const char *name, uint32_t features)
     free(f);
 }
 
-/* READY and COMMIT: empty frames. */
+/* READY: the destination's codecs (none, zlib, zstd, deflate-page, lz4). */
+static void test_ready(void)
+{
+    uint8_t b[12 + VMIG_READY_LEN];
+    vmig_wire_ready_encode(0x1f, b + VMIG_CTL_HDR_LEN);
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_READY, VMIG_READY_LEN);
+    size_t n;
+    uint8_t *f = golden("ctl_ready.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen, codecs = 0;
+    const uint8_t *pl = ctl_check("ctl_ready.bin", f, n, VMIG_CTL_READY, &plen);
+    vmig_error e = {0};
+    CHECK(!vmig_wire_ready_decode(pl, plen, &codecs, &e), "ctl_ready.bin: %s", e.msg);
+    CHECK(codecs == 0x1f, "ctl_ready.bin codecs 0x%x", codecs);
+    free(f);
+}
+
+/* COMMIT: an empty frame. */
 static void test_empty(const char *name, unsigned type)
 {
     uint8_t b[12];
@@ -267,6 +285,26 @@ static void test_packets(void)
         CHECK(!memcmp(offs, RAM_OFFS, sizeof(offs)), "pkt_ram.bin offsets");
         free(f);
     }
+    /* The same pages compressed: the codec in the flags, the payload length
+     * the codec's (deflate-page: 2 lengths + 1000 + 4096 bytes). */
+    h.flags = VMIG_CODEC_DEFLATE_PAGE;
+    h.payload_len = 8 + 1000 + 4096;
+    len = vmig_wire_pkt_encode(&h, RAM_OFFS, b);
+    f = golden("pkt_ram_deflate_page.bin", b, len, &n);
+    if (f) {
+        vmig_pkt_hdr d;
+        uint64_t offs[3];
+        vmig_error e = {0};
+        REQUIRE(n == VMIG_PKT_HDR_LEN + 24, "pkt_ram_deflate_page.bin: %zu bytes", n);
+        CHECK(!vmig_wire_pkt_decode_hdr(f, &d, HELLO_PP, &e), "pkt_ram_deflate_page.bin: %s",
+              e.msg);
+        CHECK(!vmig_wire_pkt_decode_offsets(&d, f, f + VMIG_PKT_HDR_LEN, 1ull << 30, offs, &e),
+              "pkt_ram_deflate_page.bin: %s", e.msg);
+        CHECK(vmig_pkt_codec(&d) == VMIG_CODEC_DEFLATE_PAGE && d.flags == 3 && d.normal == 2 &&
+                  d.zero == 1 && d.payload_len == 5104,
+              "pkt_ram_deflate_page.bin fields");
+        free(f);
+    }
     for (int k = 0; k < 2; k++) {
         const char *name = k ? "pkt_fin.bin" : "pkt_sync.bin";
         uint8_t type = k ? VMIG_PKT_FIN : VMIG_PKT_SYNC;
@@ -298,7 +336,7 @@ int main(void)
     test_handshakes();
     test_hello("ctl_hello.bin", 0);
     test_hello("ctl_hello_devstate.bin", VMIG_HELLO_F_DEVSTATE);
-    test_empty("ctl_ready.bin", VMIG_CTL_READY);
+    test_ready();
     test_empty("ctl_commit.bin", VMIG_CTL_COMMIT);
     test_devstate();
     test_end();

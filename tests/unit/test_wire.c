@@ -231,18 +231,33 @@ static void test_ctl_frame(void)
         CHECK(!strcmp(vmig_wire_ctl_name(t), names[t]), "ctl_name(%u)", t);
     CHECK(!strcmp(vmig_wire_ctl_name(0x10001), "unknown"), "ctl_name(large)");
 
-    /* READY: empty payload, 12 bytes in all. */
+    /* READY: the 4-byte codec mask, 16 bytes in all. */
     uint8_t f[64];
-    size_t n = vmig_wire_ctl_frame(f, VMIG_CTL_READY, 0);
-    CHECK(n == 12, "READY frame length %zu", n);
-    CHECK(vmig_get_be16(f) == 2 && vmig_get_be16(f + 2) == 0 && vmig_get_be32(f + 4) == 0 &&
-              vmig_get_be32(f + 8) == vmig_crc32c(0, f, 8),
+    vmig_wire_ready_encode(0x15, f + 8);
+    size_t n = vmig_wire_ctl_frame(f, VMIG_CTL_READY, 4);
+    CHECK(n == 16, "READY frame length %zu", n);
+    CHECK(vmig_get_be16(f) == 2 && vmig_get_be16(f + 2) == 0 && vmig_get_be32(f + 4) == 4 &&
+              vmig_get_be32(f + 8) == 0x15 && vmig_get_be32(f + 12) == vmig_crc32c(0, f, 12),
           "READY layout");
     unsigned type = 99;
     uint32_t len = 99;
     OK(vmig_wire_ctl_decode_hdr(f, &type, &len, ERR));
-    CHECK(type == VMIG_CTL_READY && len == 0, "READY header: %u %u", type, len);
-    OK(vmig_wire_ctl_check_crc(f, 0, ERR));
+    CHECK(type == VMIG_CTL_READY && len == 4, "READY header: %u %u", type, len);
+    OK(vmig_wire_ctl_check_crc(f, 4, ERR));
+    uint32_t codecs = 0;
+    OK(vmig_wire_ready_decode(f + 8, 4, &codecs, ERR));
+    CHECK(codecs == 0x15, "READY codecs 0x%x", codecs);
+    /* bit 0 (none) is required; bits of codecs unknown here are dropped */
+    vmig_put_be32(f + 8, 0x14);
+    EPROTO_(vmig_wire_ready_decode(f + 8, 4, &codecs, ERR), "lacks bit 0");
+    vmig_put_be32(f + 8, 0xffffffffu);
+    OK(vmig_wire_ready_decode(f + 8, 4, &codecs, ERR));
+    CHECK(codecs == (1u << VMIG_CODEC_COUNT) - 1, "READY unknown bits kept: 0x%x", codecs);
+    vmig_put_be32(f + 8, 1);
+    OK(vmig_wire_ready_decode(f + 8, 4, &codecs, ERR));
+    CHECK(codecs == 1, "READY none only: 0x%x", codecs);
+    EPROTO_(vmig_wire_ready_decode(f + 8, 3, &codecs, ERR), "3 bytes");
+    EPROTO_(vmig_wire_ready_decode(f + 8, 5, &codecs, ERR), "5 bytes");
 
     /* A frame with a payload; crc over header and payload. */
     memcpy(f + 8, "abcdefgh", 8);
@@ -269,6 +284,7 @@ static void test_ctl_frame(void)
     uint8_t h[8] = {0};
     for (unsigned t = 0; t <= 8; t++) {
         vmig_put_be16(h, (uint16_t)t);
+        vmig_put_be32(h + 4, t == VMIG_CTL_READY ? VMIG_READY_LEN : 0);
         if (t >= 1 && t <= 7)
             OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
         else
@@ -283,12 +299,16 @@ static void test_ctl_frame(void)
     vmig_put_be16(h + 2, 1);
     EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "flags");
     vmig_put_be16(h + 2, 0);
-    /* READY: the payload must be empty */
-    vmig_put_be16(h, VMIG_CTL_READY);
-    vmig_put_be32(h + 4, 1);
-    EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "READY: payload length 1");
     vmig_put_be32(h + 4, 0);
-    OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
+    /* READY: the payload is exactly 4 bytes */
+    vmig_put_be16(h, VMIG_CTL_READY);
+    for (uint32_t l = 0; l <= 8; l++) {
+        vmig_put_be32(h + 4, l);
+        if (l == VMIG_READY_LEN)
+            OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
+        else
+            EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "READY: payload length");
+    }
     /* COMMIT too; DEVSTATE takes any length up to the limit */
     vmig_put_be16(h, VMIG_CTL_COMMIT);
     vmig_put_be32(h + 4, 1);
@@ -831,6 +851,49 @@ static void test_packet_roundtrip(void)
     }
 }
 
+/* The codec field (flags bits 0-3) and the payload length it allows. */
+static void test_packet_codec(void)
+{
+    static uint64_t offs[8];
+    for (size_t i = 0; i < 8; i++)
+        offs[i] = i * PG;
+    vmig_pkt_hdr h;
+    for (uint32_t c = 1; c < 16; c++) {
+        for (uint32_t normal = 0; normal <= 4; normal += 4) {
+            uint64_t raw = (uint64_t)normal * PG, bound = vmig_wire_codec_bound(raw);
+            uint64_t lens[] = {0, 1, raw, bound, bound + 1};
+            for (size_t k = 0; k < VMIG_ARRAY_SIZE(lens); k++) {
+                vmig_pkt_hdr x = {.type = VMIG_PKT_RAM,
+                                  .seq = 1,
+                                  .pass = 1,
+                                  .flags = (uint16_t)c,
+                                  .page_size = PG,
+                                  .normal = normal,
+                                  .zero = 4 - normal,
+                                  .payload_len = (uint32_t)lens[k],
+                                  .block = "ram"};
+                vmig_wire_pkt_encode(&x, offs, P);
+                bool ok = c < VMIG_CODEC_COUNT && normal >= 1 && lens[k] >= 1 && lens[k] <= bound;
+                if (ok) {
+                    OK(hdr_dec(&h, 16));
+                    CHECK(vmig_pkt_codec(&h) == c && h.payload_len == lens[k],
+                          "codec %u payload %llu", c, (unsigned long long)lens[k]);
+                } else {
+                    EPROTO_(hdr_dec(&h, 16), "codec");
+                }
+            }
+        }
+    }
+    /* the bound at the largest payload still fits 32 bits */
+    CHECK(vmig_wire_codec_bound(VMIG_WIRE_MAX_PAYLOAD) < UINT32_MAX, "bound of MAX_PAYLOAD");
+    /* SYNC and FIN carry no codec */
+    for (uint8_t t = VMIG_PKT_SYNC; t <= VMIG_PKT_FIN; t++) {
+        vmig_pkt_hdr x = {.type = t, .seq = 1, .pass = 1, .flags = VMIG_CODEC_ZSTD};
+        vmig_wire_pkt_encode(&x, NULL, P);
+        EPROTO_(hdr_dec(&h, 16), "codec");
+    }
+}
+
 static void test_packet_hdr(void)
 {
     static uint64_t offs[1100];
@@ -855,7 +918,7 @@ static void test_packet_hdr(void)
         EPROTO_(hdr_dec(&h, 16), "type");
     }
     for (uint8_t t = VMIG_PKT_RAM; t <= VMIG_PKT_FIN; t++) {
-        vmig_pkt_hdr x = {.type = t, .seq = 1, .pass = 1, .flags = 1};
+        vmig_pkt_hdr x = {.type = t, .seq = 1, .pass = 1, .flags = 0x10};
         if (t == VMIG_PKT_RAM) {
             x.page_size = PG;
             x.normal = 1;
@@ -1081,6 +1144,7 @@ int main(void)
     test_status();
     test_packet_roundtrip();
     test_packet_hdr();
+    test_packet_codec();
     test_packet_offsets();
     test_error_channel();
     return tu_result("test_wire");

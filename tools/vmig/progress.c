@@ -265,6 +265,36 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* One line per codec that carried pages: share, ratio, time in the codec. */
+static void print_codecs(const vmig_stats *st, bool receiver)
+{
+    uint64_t pages = 0;
+    uint32_t used = 0;
+    for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
+        pages += st->codec[k].pages;
+        used += st->codec[k].pages != 0;
+    }
+    if (!pages || (used == 1 && st->codec[VMIG_CODEC_NONE].pages))
+        return; /* nothing compressed: the page counts above say it all */
+    char a[32], b[32];
+    for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
+        const vmig_codec_stats *c = &st->codec[k];
+        if (!c->pages)
+            continue;
+        char label[40];
+        snprintf(label, sizeof(label), "codec %s", vmig_codec_name(k));
+        printf("  %-22s %4.1f%% of normal pages, %s -> %s (%.2fx)", label,
+               100.0 * (double)c->pages / (double)pages, cli_fmt_bytes(c->in_bytes, a, sizeof(a)),
+               cli_fmt_bytes(c->out_bytes, b, sizeof(b)),
+               c->out_bytes ? (double)c->in_bytes / (double)c->out_bytes : 0.0);
+        if (k != VMIG_CODEC_NONE)
+            printf(", %.3f s %s", (double)c->ns / 1e9, receiver ? "decoding" : "encoding");
+        if (k == VMIG_CODEC_DEFLATE_PAGE && st->deflate_path[0])
+            printf(", %s", st->deflate_path);
+        printf("\n");
+    }
+}
+
 void cli_print_summary(const char *role, int rc, const vmig_error *err, const vmig_stats *st,
                        double process_cpu, const cli_opts *o, const char *extra_json)
 {
@@ -289,7 +319,20 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
             printf("%s{\"bytes\":%llu,\"packets\":%llu,\"busy_seconds\":%.3f}", i ? "," : "",
                    (unsigned long long)st->ch[i].bytes, (unsigned long long)st->ch[i].packets,
                    (double)st->ch[i].busy_ns / 1e9);
-        printf("]%s%s}\n", extra_json ? "," : "", extra_json ? extra_json : "");
+        printf("],\"codecs\":{");
+        for (uint32_t k = 0, n = 0; k < VMIG_CODEC_COUNT; k++) {
+            const vmig_codec_stats *c = &st->codec[k];
+            if (!c->packets)
+                continue;
+            printf("%s\"%s\":{\"packets\":%llu,\"pages\":%llu,\"in_bytes\":%llu,"
+                   "\"out_bytes\":%llu,\"ns\":%llu}",
+                   n++ ? "," : "", vmig_codec_name(k), (unsigned long long)c->packets,
+                   (unsigned long long)c->pages, (unsigned long long)c->in_bytes,
+                   (unsigned long long)c->out_bytes, (unsigned long long)c->ns);
+        }
+        printf("},\"deflate_path\":");
+        json_string(stdout, st->deflate_path);
+        printf("%s%s}\n", extra_json ? "," : "", extra_json ? extra_json : "");
         fflush(stdout);
         return;
     }
@@ -316,6 +359,7 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
     printf("  %-22s %llu normal, %llu zero\n", "pages", (unsigned long long)st->normal_pages,
            (unsigned long long)st->zero_pages);
     printf("  %-22s %llu\n", "packets", (unsigned long long)st->packets);
+    print_codecs(st, !strcmp(role, "receiver"));
     if (st->dirty_track != VMIG_DIRTY_NONE && strcmp(role, "receiver")) {
         printf("  %-22s %s, %u passes, %llu pages re-sent as dirty, syncs %.3f s\n",
                "live pre-copy", vmig_dirty_track_name(st->dirty_track), st->pass,
