@@ -3,15 +3,23 @@
  * from this process to a receiver process over loopback, verify, report.
  *
  *   parent (sender)                          child (receiver)
- *     fork ─────────────────────────────────▶ new file in /dev/shm, mapped
+ *     open --netns-src/--netns-dst
+ *     fork ─────────────────────────────────▶ enter --netns-dst
+ *     enter --netns-src                        new file in /dev/shm, mapped
  *                                              listen on port 0, send URI ──┐
  *     generate the image (not timed)                                        │
  *     read URI ◀────────────────────────────────────────────────────────────┘
  *     vmig_migrate (timed, progress)  ◀────▶  vmig_incoming_run
  *     read the receiver's figures ◀──────────  "rc cpu verify_seconds msg"
+ *
+ * A network namespace belongs to a thread, and a new thread starts in its
+ * creator's: both processes enter theirs right after the fork, while each is
+ * still single-threaded, so that every thread they make later (the image
+ * fill, the migration's channels) connects or listens there.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +41,8 @@ static void bench_help(FILE *f)
 {
     fprintf(f, "Usage: vmig bench [OPTIONS]\n\n"
                "Generate a memory image with the standard content mix, migrate it from this\n"
-               "process to a receiver process over loopback, verify it, and print the figures:\n"
+               "process to a receiver process over loopback (or across an emulated link, see\n"
+               "below), verify it, and print the figures:\n"
                "time, throughput, pages, and the CPU seconds of each process during the\n"
                "migration (image generation and destination preparation are not counted).\n\n"
                "The standard mix: 4 KiB pages in runs of 1..31 pages; each run's class drawn\n"
@@ -48,6 +57,21 @@ static void bench_help(FILE *f)
                "      --prefault          populate the destination file before the migration\n"
                "      --dest-dir DIR      where the destination file is made (default /dev/shm)\n"
                "      --transport T       tcp (127.0.0.1, default) or unix\n\n"
+               "Two hosts on one machine (e.g. made by bench/linkemu.sh):\n"
+               "      --netns-dst NS      the receiver enters the network namespace NS before it\n"
+               "                          listens: a name from 'ip netns' (/run/netns/NS), or a\n"
+               "                          path (one with a '/', e.g. /proc/PID/ns/net)\n"
+               "      --netns-src NS      the sender enters NS before it connects (the image and\n"
+               "                          the destination file are in memory: only the\n"
+               "                          network changes)\n"
+               "      --host ADDR         the receiver listens on ADDR (an IPv4 or IPv6 address\n"
+               "                          or a host name; default 127.0.0.1) and the sender\n"
+               "                          connects there; needed when the two namespaces\n"
+               "                          differ. tcp only\n"
+               "  Entering a namespace needs CAP_SYS_ADMIN. Example, a 1 Gbit/s link:\n"
+               "    bench/linkemu.sh up l1 1gbit 0.1ms\n"
+               "    vmig bench --netns-src l1-src --netns-dst l1-dst --host 10.201.0.2\n"
+               "    bench/linkemu.sh down l1\n\n"
                "Live mode (the source keeps changing while it migrates):\n"
                "      --live              writer threads dirty the source image during the\n"
                "                          migration, tracked by the built-in userfaultfd\n"
@@ -73,6 +97,8 @@ typedef struct bench_cfg {
     bool prefault;
     bool unix_sock;
     const char *dest_dir;
+    const char *netns_src, *netns_dst; /* NULL: stay in this one */
+    const char *host;                  /* the receiver's tcp address */
     cli_opts o;
     bool live;
     struct vmig_live_params lp;
@@ -168,10 +194,41 @@ static int read_line(int fd, char *buf, size_t len)
     return n ? 0 : -1;
 }
 
-/* The receiver process. Reports on `out`; never returns. */
-static void receiver(const bench_cfg *c, int out)
+/*
+ * Open the network namespace `ns` (a name in /run/netns, or a path) for
+ * setns(); -1 after printing why not.
+ */
+static int netns_open(const char *opt, const char *ns)
 {
-    char path[512], line[1024], sock[128];
+    char path[4096];
+    if (strchr(ns, '/'))
+        snprintf(path, sizeof(path), "%s", ns);
+    else
+        snprintf(path, sizeof(path), "/run/netns/%s", ns);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        fprintf(stderr, "vmig bench: %s '%s': cannot open %s: %s\n", opt, ns, path,
+                strerror(errno));
+    return fd;
+}
+
+/* The receiver process. Enters the namespace `netns` (if >= 0) first.
+ * Reports on `out`; never returns. */
+static void receiver(const bench_cfg *c, int netns, int out)
+{
+    char path[512], line[1024], sock[128], listen_uri[300];
+    if (netns >= 0) {
+        if (setns(netns, CLONE_NEWNET) < 0) {
+            snprintf(line, sizeof(line), "ERR cannot enter the network namespace '%s': %s\n",
+                     c->netns_dst, strerror(errno));
+            write_line(out, line);
+            _exit(1);
+        }
+        close(netns);
+    }
+    /* An IPv6 address goes in brackets (tcp:[::1]:0). */
+    snprintf(listen_uri, sizeof(listen_uri),
+             strchr(c->host, ':') && c->host[0] != '[' ? "tcp:[%s]:0" : "tcp:%s:0", c->host);
     snprintf(path, sizeof(path), "%s/vmig-bench-%d.img", c->dest_dir, (int)getpid());
     snprintf(sock, sizeof(sock), "unix:/tmp/vmig-bench-%d.sock", (int)getpid());
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -205,7 +262,7 @@ static void receiver(const bench_cfg *c, int out)
     if (!rc)
         rc = vmig_set_vm_ops(s, &ops, &rs);
     if (!rc)
-        rc = vmig_incoming_listen(s, c->unix_sock ? sock : "tcp:127.0.0.1:0", &err);
+        rc = vmig_incoming_listen(s, c->unix_sock ? sock : listen_uri, &err);
     if (rc) {
         snprintf(line, sizeof(line), "ERR %s\n", err.msg);
         write_line(out, line);
@@ -233,6 +290,22 @@ static void receiver(const bench_cfg *c, int out)
     _exit(rc ? 1 : 0);
 }
 
+/* Stop a receiver that will not finish by itself (it waits for a sender
+ * that is not coming), and remove the file it can no longer remove: once it
+ * is dead (it cannot make the file any more) and before it is reaped (its
+ * pid, which names the file, cannot be another process's yet). */
+static void receiver_kill(const bench_cfg *c, pid_t child)
+{
+    char path[512];
+    siginfo_t si;
+    kill(child, SIGKILL);
+    while (waitid(P_PID, (id_t)child, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR)
+        ;
+    snprintf(path, sizeof(path), "%s/vmig-bench-%d.img", c->dest_dir, (int)child);
+    unlink(path);
+    waitpid(child, NULL, 0);
+}
+
 static int run_migrate(vmig_session *s, void *arg, vmig_error *err)
 {
     return vmig_migrate(s, arg, err);
@@ -247,7 +320,9 @@ static double now_s(void)
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_cfg c = {.size = 4ull << 30, .dest_dir = "/dev/shm", .o = {.progress = -1}};
+    bench_cfg c = {
+        .size = 4ull << 30, .dest_dir = "/dev/shm", .host = "127.0.0.1", .o = {.progress = -1}};
+    bool host_set = false;
     vmig_params_init(&c.o.params);
     vmig_mix_params_default(&c.mix);
     vmig_live_params_default(&c.lp);
@@ -331,6 +406,18 @@ int cmd_bench(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             }
             c.unix_sock = !strcmp(v, "unix");
+        } else if (!strcmp(a, "--netns-src") && v) {
+            c.netns_src = argv[++i];
+        } else if (!strcmp(a, "--netns-dst") && v) {
+            c.netns_dst = argv[++i];
+        } else if (!strcmp(a, "--host") && v) {
+            i++;
+            if (!*v || strlen(v) > 253) {
+                fprintf(stderr, "vmig bench: --host '%s' is not an address\n", v);
+                return CLI_EXIT_USAGE;
+            }
+            c.host = v;
+            host_set = true;
         } else {
             int r = cli_common_opt(&c.o, argc, argv, &i);
             if (r < 0)
@@ -344,6 +431,16 @@ int cmd_bench(int argc, char **argv)
     char msg[200];
     if (vmig_mix_params_check(&c.mix, msg, sizeof(msg))) {
         fprintf(stderr, "vmig bench: %s\n", msg);
+        return CLI_EXIT_USAGE;
+    }
+    if (host_set && c.unix_sock) {
+        fprintf(stderr, "vmig bench: --host is for --transport tcp\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (!host_set && !c.unix_sock && (c.netns_src || c.netns_dst) &&
+        (!c.netns_src || !c.netns_dst || strcmp(c.netns_src, c.netns_dst))) {
+        fprintf(stderr, "vmig bench: the sender and the receiver are in different network "
+                        "namespaces: --host must name the receiver's address\n");
         return CLI_EXIT_USAGE;
     }
     if (c.live) {
@@ -364,23 +461,57 @@ int cmd_bench(int argc, char **argv)
         }
     }
 
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0) {
-        perror("vmig bench: pipe");
+    /* Opened here, where a bad name is a plain error; entered after the fork. */
+    int ns_src = -1, ns_dst = -1;
+    if (c.netns_src && (ns_src = netns_open("--netns-src", c.netns_src)) < 0)
+        return CLI_EXIT_FAILED;
+    if (c.netns_dst && (ns_dst = netns_open("--netns-dst", c.netns_dst)) < 0) {
+        if (ns_src >= 0)
+            close(ns_src);
         return CLI_EXIT_FAILED;
     }
-    fflush(NULL);
-    pid_t child = fork();
+
+    int pfd[2];
+    pid_t child = -1;
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        perror("vmig bench: pipe");
+    } else {
+        fflush(NULL);
+        if ((child = fork()) < 0) {
+            perror("vmig bench: fork");
+            close(pfd[0]);
+            close(pfd[1]);
+        }
+    }
     if (child < 0) {
-        perror("vmig bench: fork");
+        if (ns_src >= 0)
+            close(ns_src);
+        if (ns_dst >= 0)
+            close(ns_dst);
         return CLI_EXIT_FAILED;
     }
     if (child == 0) {
         close(pfd[0]);
+        if (ns_src >= 0)
+            close(ns_src);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        receiver(&c, pfd[1]);
+        receiver(&c, ns_dst, pfd[1]);
     }
     close(pfd[1]);
+    if (ns_dst >= 0)
+        close(ns_dst);
+    /* Still the only thread of this process (see the top of the file). */
+    if (ns_src >= 0) {
+        int ns_rc = setns(ns_src, CLONE_NEWNET);
+        int ns_errno = errno;
+        close(ns_src);
+        if (ns_rc < 0) {
+            fprintf(stderr, "vmig bench: cannot enter the network namespace '%s': %s\n",
+                    c.netns_src, strerror(ns_errno));
+            receiver_kill(&c, child);
+            return CLI_EXIT_FAILED;
+        }
+    }
 
     char a[32];
     bool talk = !c.o.quiet && !c.o.json;
@@ -393,8 +524,7 @@ int cmd_bench(int argc, char **argv)
     int rc = img == MAP_FAILED ? -ENOMEM : vmig_mix_fill(&c.mix, img, c.size, 0, 0);
     if (rc) {
         fprintf(stderr, "vmig bench: cannot generate the image: %s\n", strerror(-rc));
-        kill(child, SIGKILL);
-        waitpid(child, NULL, 0);
+        receiver_kill(&c, child);
         return CLI_EXIT_FAILED;
     }
     if (talk)
@@ -405,11 +535,14 @@ int cmd_bench(int argc, char **argv)
     if (read_line(pfd[0], line, sizeof(line)) || strncmp(line, "URI ", 4)) {
         fprintf(stderr, "vmig bench: receiver failed to start: %s\n",
                 !strncmp(line, "ERR ", 4) ? line + 4 : "no answer");
-        kill(child, SIGKILL);
-        waitpid(child, NULL, 0);
+        receiver_kill(&c, child);
         return CLI_EXIT_FAILED;
     }
     snprintf(uri, sizeof(uri), "%.255s", line + 4);
+    if (talk && (c.netns_src || c.netns_dst))
+        fprintf(stderr, "vmig bench: sender in network namespace %s, receiver in %s at %s\n",
+                c.netns_src ? c.netns_src : "(this one)", c.netns_dst ? c.netns_dst : "(this one)",
+                uri);
 
     /* Live: the receiver's file, to compare with the source at switchover
      * (held open: the receiver unlinks it when it exits). */
@@ -422,8 +555,7 @@ int cmd_bench(int argc, char **argv)
         rc = dfd < 0 ? -errno : vmig_live_create(&live, img, c.size, &c.lp, true);
         if (rc) {
             fprintf(stderr, "vmig bench: cannot set up the writers: %s\n", strerror(-rc));
-            kill(child, SIGKILL);
-            waitpid(child, NULL, 0);
+            receiver_kill(&c, child);
             return CLI_EXIT_FAILED;
         }
         if (talk)
@@ -480,7 +612,11 @@ int cmd_bench(int argc, char **argv)
     size_t state_len = 0;
     unsigned long long state_got = 0;
     char recv_msg[1024] = "no answer";
-    if (read_line(pfd[0], line, sizeof(line)) == 0 && !strncmp(line, "RESULT ", 7)) {
+    /* A failed sender may never have connected: the receiver would wait for
+     * it forever. Its figures are not reported then. */
+    if (rc)
+        receiver_kill(&c, child);
+    if (!rc && read_line(pfd[0], line, sizeof(line)) == 0 && !strncmp(line, "RESULT ", 7)) {
         int off = 0;
         if (sscanf(line + 7, "%d %lf %lf %lf %zu %llu %n", &child_rc, &recv_cpu, &recv_verify,
                    &recv_thread_cpu, &state_len, &state_got, &off) >= 6)
@@ -488,10 +624,9 @@ int cmd_bench(int argc, char **argv)
     } else {
         child_rc = VMIG_ECONN;
     }
-    if (rc)
-        kill(child, SIGKILL);
     int status;
-    waitpid(child, &status, 0);
+    if (!rc)
+        waitpid(child, &status, 0);
     close(pfd[0]);
     if (rc)
         fprintf(stderr, "vmig bench: migration failed: %s\n", err.msg);
