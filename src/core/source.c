@@ -435,6 +435,12 @@ static int choose_codecs(vmig_session *s, vmig_error *err)
                               "without it); use compression=auto or a codec it has",
                               vmig_codec_name(c));
     s->auto_mask = VMIG_ADAPT_CANDIDATES & vmig_codec_built_mask() & s->dest_codecs;
+    /* A destination on this host without a pacing limit: the "link" is a
+     * memory copy made by the same CPUs that would compress and decompress,
+     * so no codec can win (a blocked write there means waiting for the
+     * receiver's CPU, which compression only loads more). */
+    if (s->p.max_bandwidth == 0 && vmig_conn_is_local(s->control))
+        s->auto_mask = 1u << VMIG_CODEC_NONE;
     for (uint32_t i = 0; i < s->nch; i++)
         vmig_adapt_init(&s->ch[i].adapt, s->auto_mask);
     return 0;

@@ -1,4 +1,7 @@
 /* The transport registry and the full-transfer loops shared by every transport. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <stdlib.h>
 
@@ -134,4 +137,25 @@ int vmig_conn_read_all(vmig_conn *c, void *buf, size_t len, const char *what, vm
 {
     struct iovec iov = {buf, len};
     return xfer_full(c, &iov, 1, true, what, err);
+}
+
+bool vmig_conn_is_local(const vmig_conn *c)
+{
+    if (!c || c->fd < 0)
+        return false;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len))
+        return false;
+    if (ss.ss_family == AF_UNIX)
+        return true;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
 }

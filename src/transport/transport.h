@@ -82,6 +82,10 @@ int vmig_conn_write_all(vmig_conn *c, const void *buf, size_t len, const char *w
                         vmig_error *err);
 int vmig_conn_read_all(vmig_conn *c, void *buf, size_t len, const char *what, vmig_error *err);
 
+/* The peer is on this host: a unix socket, or tcp to 127.0.0.0/8 or ::1
+ * (also as ::ffff:127.x). A namespace's veth address is not local. */
+bool vmig_conn_is_local(const vmig_conn *c);
+
 static inline void vmig_conn_shutdown(vmig_conn *c)
 {
     if (c)
