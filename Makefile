@@ -2,8 +2,8 @@
 #   make demo    build, then live-migrate a running 2 GiB KVM guest (minivm) between two
 #                processes on this machine (without KVM: a synthetic 4 GiB live workload)
 #   make check   build, then run the whole test suite
-# Other targets: build, asan, tsan, fuzz, fuzz-long, bench, bench-live, bench-minivm, format,
-# clean.
+# Other targets: build, asan, tsan, fuzz, fuzz-long, qpl-check, bench, bench-live, bench-minivm,
+# bench-compress, format, clean.
 
 BUILD    ?= build
 MESON    ?= meson
@@ -61,11 +61,14 @@ fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=3600
 
 # The figures of docs/benchmarks.md: foundation (issue 2), live pre-copy
-# (issue 3) and minivm (issue 4; skipped without /dev/kvm).
+# (issue 3), minivm (issue 4; skipped without /dev/kvm) and compression
+# (issue 5; the emulated links are skipped without network namespaces).
 bench: build
 	./bench/run_foundation.py $(BUILD)
 	./bench/run_live.py $(BUILD) --cold
 	./bench/run_minivm.py $(BUILD) --rings || [ $$? = 77 ]
+	./$(BUILD)/bench/bench_codec
+	./bench/run_compress.py $(BUILD) || [ $$? = 77 ]
 
 bench-minivm: build
 	./bench/run_minivm.py $(BUILD) --rings
