@@ -89,6 +89,16 @@ static double pick(const samples *s, long n, bool best)
     return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
 }
 
+/* The encode time of the row without VMIG_ENC_VOLATILE (among the first
+ * `nplain` rows) that a VOLATILE row is compared with; 0 if none. */
+static double plain_enc(const row *rows, int nplain, const row *r, long runs, bool best)
+{
+    for (int j = 0; j < nplain; j++)
+        if (rows[j].ops == r->ops && rows[j].kind == r->kind)
+            return pick(&rows[j].enc, runs, best);
+    return 0;
+}
+
 static void *xmap(size_t len)
 {
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -586,10 +596,7 @@ int main(int argc, char **argv)
         printf("],\"volatile\":[");
         for (int i = first_volatile; i < nrows; i++) {
             row *r = &rows[i];
-            double base = 0;
-            for (int j = 0; j < first_volatile; j++)
-                if (rows[j].ops == r->ops && rows[j].kind == r->kind)
-                    base = pick(&rows[j].enc, o.runs, o.best);
+            double base = plain_enc(rows, first_volatile, r, o.runs, o.best);
             double e = pick(&r->enc, o.runs, o.best);
             printf("%s{\"codec\":\"%s\",\"content\":\"%s\",\"enc_mbps\":%.1f,"
                    "\"enc_mbps_volatile\":%.1f,\"cost\":%.4f}",
@@ -658,10 +665,7 @@ int main(int argc, char **argv)
             printf("  %-13s %12s %12s %8s\n", "codec", "enc MB/s", "volatile", "cost");
             for (int i = first_volatile; i < nrows; i++) {
                 row *r = &rows[i];
-                double base = 0;
-                for (int j = 0; j < first_volatile; j++)
-                    if (rows[j].ops == r->ops && rows[j].kind == r->kind)
-                        base = pick(&rows[j].enc, o.runs, o.best);
+                double base = plain_enc(rows, first_volatile, r, o.runs, o.best);
                 double e = pick(&r->enc, o.runs, o.best);
                 printf("  %-13s %12.0f %12.0f %+7.1f%%\n", r->ops->name, bytes / base * 1e-6,
                        bytes / e * 1e-6, 100 * (e / base - 1));

@@ -414,7 +414,6 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
         c->iov = malloc(sizeof(struct iovec) * (pp + 1));
         c->offsets = malloc(sizeof(uint64_t) * pp);
         c->pages = malloc(sizeof(uint8_t *) * pp);
-        vmig_adapt_init(&c->adapt, s->auto_mask);
         bool ok = c->hdr && c->iov && c->offsets && c->pages;
         for (int j = 0; j < VMIG_QUEUE_DEPTH && ok; j++)
             ok = (c->jobs[j].offsets = malloc(sizeof(uint64_t) * pp)) != NULL;

@@ -1,9 +1,9 @@
 /* The transport registry and the full-transfer loops shared by every transport. */
 #include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include "transport.h"
 
