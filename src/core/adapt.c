@@ -1,107 +1,116 @@
-/* compression=auto: the cost model of adapt.h. */
+/* compression=auto: the epoch controller of adapt.h. */
 #include "adapt.h"
 
-#define ALPHA 0.125 /* weight of a new sample in the moving averages */
+/* Weight of a new epoch in the cost of a policy that was also in force in
+ * the epoch before. A trial after an absence replaces the old cost: that
+ * one describes the link and the content as they were then. */
+#define ALPHA 0.5
 
-/* Order in which never-measured candidates are tried: none first (it
- * measures the link), then the cheapest encoders. */
+/* Order in which never-measured candidates are tried: none first (it is the
+ * reference and costs no CPU), then the cheapest encoders. */
 static const uint32_t warmup_order[] = {VMIG_CODEC_NONE, VMIG_CODEC_LZ4, VMIG_CODEC_DEFLATE_PAGE,
                                         VMIG_CODEC_ZSTD, VMIG_CODEC_ZLIB};
 
-static double ewma(double old, double sample, uint32_t seen)
+/*
+ * An epoch's length: a full one for the best policy, half for a trial of
+ * another and a quarter for a candidate's first trial (which the warm-up
+ * makes for every one, whatever it costs). After a change of policy,
+ * packets begun in the first eighth are not counted: the socket buffers
+ * still hold the previous policy's data and the channels finish packets
+ * they began under it.
+ */
+static void start_epoch(vmig_auto *a, uint64_t now, bool changed, bool trial)
 {
-    return seen == 0 ? sample : old + ALPHA * (sample - old);
+    uint64_t len = a->epoch_ns;
+    if (a->cost[a->cur] < 0)
+        len /= 4;
+    else if (trial)
+        len /= 2;
+    a->t_start = now + (changed ? len / 8 : 0);
+    a->t_end = a->t_start + len;
+    a->bytes = a->busy = 0;
+    a->npkt = 0;
 }
 
-void vmig_adapt_init(vmig_adapt *a, uint32_t mask)
+void vmig_auto_init(vmig_auto *a, uint32_t mask, uint64_t epoch_ns, uint64_t now)
 {
     memset(a, 0, sizeof(*a));
     a->mask = (mask | 1u << VMIG_CODEC_NONE) & ((1u << VMIG_CODEC_COUNT) - 1);
-    a->wire = -1;
+    a->epoch_ns = epoch_ns ? epoch_ns : VMIG_AUTO_EPOCH_NS;
     for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++)
-        a->ratio[c] = 1;
+        a->cost[c] = -1;
+    a->cur = a->prev = VMIG_CODEC_NONE;
+    start_epoch(a, now, false, false);
 }
 
-double vmig_adapt_cost(const vmig_adapt *a, uint32_t codec, double f)
+double vmig_auto_cost(const vmig_auto *a, uint32_t codec)
 {
-    if (codec >= VMIG_CODEC_COUNT || !(a->mask & 1u << codec) || a->wire < 0)
+    if (codec >= VMIG_CODEC_COUNT || !(a->mask & 1u << codec))
         return -1;
-    if (codec == VMIG_CODEC_NONE)
-        return a->wire;
-    if (!a->seen[codec])
-        return -1;
-    double r = f + (1 - f) * a->ratio[codec];
-    return a->enc[codec] + r * a->wire;
+    return a->cost[codec];
 }
 
-uint32_t vmig_adapt_choose(vmig_adapt *a, uint32_t normal, uint32_t flagged)
+/* The policy for the next epoch, from the costs measured so far; *trial:
+ * it is not the cheapest. */
+static uint32_t next_policy(const vmig_auto *a, bool *trial)
 {
-    if (normal == 0)
-        return VMIG_CODEC_NONE;
-    double f = (double)flagged / normal;
-    if (f >= VMIG_ADAPT_RANDOM_SHARE || a->mask == 1u << VMIG_CODEC_NONE)
-        return VMIG_CODEC_NONE;
-    uint64_t n = a->npkt++;
+    *trial = true;
     for (size_t i = 0; i < VMIG_ARRAY_SIZE(warmup_order); i++) {
         uint32_t c = warmup_order[i];
-        bool unknown = c == VMIG_CODEC_NONE ? a->wire < 0 : !a->seen[c];
-        if ((a->mask & 1u << c) && unknown) {
-            a->last[c] = n;
+        if ((a->mask & 1u << c) && a->cost[c] < 0)
             return c;
-        }
     }
     uint32_t best = VMIG_CODEC_NONE;
-    double best_cost = vmig_adapt_cost(a, VMIG_CODEC_NONE, f);
-    for (uint32_t c = 1; c < VMIG_CODEC_COUNT; c++) {
-        double k = vmig_adapt_cost(a, c, f);
-        if (k >= 0 && k < best_cost) {
+    for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++)
+        if ((a->mask & 1u << c) && a->cost[c] < a->cost[best])
             best = c;
-            best_cost = k;
-        }
-    }
-    /* The most overdue other candidate gets this packet, if any is due. */
+    /* The most overdue other candidate gets the epoch, if one is due. */
     uint32_t pick = best;
     double overdue = 0;
     for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++) {
         if (c == best || !(a->mask & 1u << c))
             continue;
-        double k = vmig_adapt_cost(a, c, f);
-        double rel = best_cost > 0 ? k / best_cost : VMIG_ADAPT_EXPLORE_MAX;
-        double interval = VMIG_ADAPT_EXPLORE_MIN * rel * rel;
-        if (interval > VMIG_ADAPT_EXPLORE_MAX)
-            interval = VMIG_ADAPT_EXPLORE_MAX;
-        if (interval < VMIG_ADAPT_EXPLORE_MIN)
-            interval = VMIG_ADAPT_EXPLORE_MIN;
-        double late = (double)(n - a->last[c]) / interval;
+        double rel = a->cost[best] > 0 ? a->cost[c] / a->cost[best] : 1e9;
+        double interval = VMIG_AUTO_EXPLORE_MIN + VMIG_AUTO_EXPLORE_SLOPE * (rel - 1);
+        if (interval > VMIG_AUTO_EXPLORE_MAX)
+            interval = VMIG_AUTO_EXPLORE_MAX;
+        double late = (double)(a->nepoch - a->last[c]) / interval;
         if (late >= 1 && late > overdue) {
             overdue = late;
             pick = c;
         }
     }
-    a->last[pick] = n;
+    *trial = pick != best;
     return pick;
 }
 
-void vmig_adapt_observe(vmig_adapt *a, uint32_t codec, uint32_t normal, uint32_t flagged,
-                        uint64_t in, uint64_t out, uint64_t wire_bytes, uint64_t enc_ns,
-                        uint64_t wire_ns)
+bool vmig_auto_observe(vmig_auto *a, uint32_t policy, uint64_t bytes, uint64_t t_begin,
+                       uint64_t now)
 {
-    if (codec >= VMIG_CODEC_COUNT || in == 0 || wire_bytes == 0)
-        return;
-    a->wire = ewma(a->wire, (double)wire_ns / (double)wire_bytes, a->wire_seen);
-    a->wire_seen++;
-    if (codec == VMIG_CODEC_NONE)
-        return;
-    double f = normal ? (double)flagged / normal : 0;
-    a->enc[codec] = ewma(a->enc[codec], (double)enc_ns / (double)in, a->seen[codec]);
-    if (f < 1) {
-        /* The flagged pages cost about their size; the rest is the codec's. */
-        double r = ((double)out - f * (double)in) / ((1 - f) * (double)in);
-        if (r < 0.001)
-            r = 0.001;
-        if (r > 1.5)
-            r = 1.5;
-        a->ratio[codec] = ewma(a->ratio[codec], r, a->seen[codec]);
+    if (policy == a->cur && t_begin >= a->t_start && now >= t_begin && bytes > 0) {
+        a->bytes += bytes;
+        a->busy += now - t_begin;
+        a->npkt++;
     }
-    a->seen[codec]++;
+    if (now < a->t_end || a->npkt < VMIG_AUTO_EPOCH_PKTS)
+        return false;
+
+    uint32_t c = a->cur;
+    double sample = (double)a->busy / (double)a->bytes;
+    bool fresh = a->cost[c] < 0 || a->prev != c;
+    a->cost[c] = fresh ? sample : a->cost[c] + ALPHA * (sample - a->cost[c]);
+    a->prev = c;
+    a->epochs_in[c]++;
+    a->last[c] = a->nepoch;
+    a->nepoch++;
+    bool trial;
+    uint32_t next = next_policy(a, &trial);
+    bool changed = next != c;
+    if (changed) {
+        a->switches++;
+        __atomic_store_n(&a->cur, next, __ATOMIC_RELAXED);
+    }
+    a->last[next] = a->nepoch;
+    start_epoch(a, now, changed, trial);
+    return changed;
 }

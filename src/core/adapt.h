@@ -1,71 +1,90 @@
 /*
- * compression=auto: the per-channel choice of a codec for each packet
- * (docs/design.md "Adaptive compression" has the model and its reasons).
+ * compression=auto: which codec the channels use, chosen by measuring what
+ * each one actually costs end to end (docs/design.md "Adaptive
+ * compression" has the model and its reasons).
  *
- * Each source channel owns one vmig_adapt and is the only thread that
- * touches it. Before a packet it calls choose() with what the probe saw;
- * after the write it reports what happened with observe(). Pure arithmetic:
- * no clock, no I/O, so the unit test drives it with synthetic links.
+ * One vmig_auto per session, shared by the source's channels under a lock
+ * the caller holds around observe(); policy() may be read without it. Pure
+ * arithmetic on the times it is given: no clock, no I/O, so the unit test
+ * drives it with synthetic links and CPUs.
  *
- * The model, per channel, in nanoseconds per byte of page data:
- *   cost(c) = enc(c) + ratio_eff(c) * wire
- *   enc(c)        encode time / input bytes             (EWMA, measured)
- *   ratio(c)      output / input on the pages the probe  (EWMA, measured)
- *                 did not flag as random
- *   ratio_eff(c)  f + (1 - f) * ratio(c), f = flagged share of this packet
- *   wire          write time (including pacing) / wire bytes (EWMA, measured)
- * none has enc = 0 and ratio = 1. The cheapest codec wins; every other
- * candidate is re-measured now and then, the more rarely the worse it is,
- * so the estimates follow the link and the content at a bounded price.
+ * The measure is channel time per byte of page data: for every RAM packet,
+ * the time from choosing its codec to the end of its write (probe, encode,
+ * pacing, the write waiting for the link or the receiver), summed over all
+ * channels, divided by the page bytes it carried. With every channel busy,
+ * the policy with the lowest channel time per byte moves the data fastest,
+ * whatever the bottleneck is: the link (writes wait), the sender's CPU
+ * (encodes wait for a core) or the receiver's (its socket fills). Idle
+ * channels add nothing, so pauses between passes do not count.
+ *
+ * Time is cut into epochs (100 ms in the engine). An epoch measures the
+ * policy in force; at its end the next one is chosen: every candidate once
+ * at the start (none first), then the cheapest, with each other candidate
+ * tried again for one epoch every 12 + 100 * (cost / best - 1) epochs
+ * (at most 128), so a codec 40 % worse costs about 0.8 % of the time and
+ * one within 1 % of the best is re-measured every 12 epochs.
  */
 #ifndef VMIG_ADAPT_H
 #define VMIG_ADAPT_H
 
 #include "../base/base.h"
 
-/* Packets between two trials of a candidate: 16 * (cost / best cost)^2, in
- * this range. */
-#define VMIG_ADAPT_EXPLORE_MIN 64
-#define VMIG_ADAPT_EXPLORE_MAX 1024
+/* Epochs between two trials of a candidate: EXPLORE_MIN + EXPLORE_SLOPE *
+ * (cost / best - 1), at most EXPLORE_MAX. */
+#define VMIG_AUTO_EXPLORE_MIN   12
+#define VMIG_AUTO_EXPLORE_SLOPE 100
+#define VMIG_AUTO_EXPLORE_MAX   128
+/* Packets an epoch needs before it can end (an idle epoch does not). */
+#define VMIG_AUTO_EPOCH_PKTS 4
+/* The engine's epoch. */
+#define VMIG_AUTO_EPOCH_NS (100 * 1000 * 1000ull)
 /* A packet whose pages the probe flags at least this share of is sent raw
- * without asking the model (no codec would gain on it). */
-#define VMIG_ADAPT_RANDOM_SHARE 0.9
-
-typedef struct vmig_adapt {
-    uint32_t mask; /* candidate codecs, bit (1 << id); none always included */
-    uint64_t npkt; /* packets decided so far */
-    uint64_t last[VMIG_CODEC_COUNT];
-    uint32_t seen[VMIG_CODEC_COUNT];
-    double enc[VMIG_CODEC_COUNT];   /* ns per input byte */
-    double ratio[VMIG_CODEC_COUNT]; /* output / input, compressible pages */
-    double wire;                    /* ns per wire byte; < 0 until measured */
-    uint32_t wire_seen;
-} vmig_adapt;
+ * whatever the policy (no codec would gain on it). */
+#define VMIG_AUTO_RANDOM_SHARE 0.9
 
 /* Codecs auto may choose from, before intersecting with what is built here
  * and what the destination decodes: none, lz4, zstd, deflate-page. zlib is
  * left out: at every level it is slower than zstd for a worse ratio. */
-#define VMIG_ADAPT_CANDIDATES                                                                      \
+#define VMIG_AUTO_CANDIDATES                                                                       \
     ((1u << VMIG_CODEC_NONE) | (1u << VMIG_CODEC_LZ4) | (1u << VMIG_CODEC_ZSTD) |                  \
      (1u << VMIG_CODEC_DEFLATE_PAGE))
 
-void vmig_adapt_init(vmig_adapt *a, uint32_t mask);
+typedef struct vmig_auto {
+    uint32_t mask;                        /* candidates, bit (1 << id); none always included */
+    uint32_t cur;                         /* the policy in force (atomic store, relaxed load) */
+    uint32_t prev;                        /* the policy of the epoch that ended last */
+    uint64_t epoch_ns;                    /* length of an epoch */
+    uint64_t t_start;                     /* packets begun before this are not counted */
+    uint64_t t_end;                       /* the epoch may end at a packet done after this */
+    uint64_t bytes;                       /* page bytes counted in this epoch */
+    uint64_t busy;                        /* channel ns counted in this epoch */
+    uint32_t npkt;                        /* packets counted in this epoch */
+    uint64_t nepoch;                      /* epochs ended so far */
+    uint64_t switches;                    /* policy changes so far */
+    double cost[VMIG_CODEC_COUNT];        /* channel ns per page byte; < 0 unknown */
+    uint64_t last[VMIG_CODEC_COUNT];      /* epoch at which it was last in force */
+    uint64_t epochs_in[VMIG_CODEC_COUNT]; /* epochs each policy was in force */
+} vmig_auto;
 
-/* The codec for a packet of `normal` pages of which `flagged` look random
- * to the probe. Records the choice (the caller must send with it). */
-uint32_t vmig_adapt_choose(vmig_adapt *a, uint32_t normal, uint32_t flagged);
+void vmig_auto_init(vmig_auto *a, uint32_t mask, uint64_t epoch_ns, uint64_t now);
+
+/* The policy for a packet begun now. */
+static inline uint32_t vmig_auto_policy(const vmig_auto *a)
+{
+    return __atomic_load_n(&a->cur, __ATOMIC_RELAXED);
+}
 
 /*
- * What sending one packet with `codec` cost: `in` page bytes became `out`
- * payload bytes (wire_bytes with the header) in enc_ns of encoding, and the
- * write (with pacing) took wire_ns. `flagged` as given to choose().
+ * One RAM packet sent while `policy` was in force (the value policy()
+ * returned when it began at t_begin; its pages may still have gone raw):
+ * `bytes` of page data, done at `now`. Ends the epoch when it is due and
+ * picks the next policy; true when the policy changed.
  */
-void vmig_adapt_observe(vmig_adapt *a, uint32_t codec, uint32_t normal, uint32_t flagged,
-                        uint64_t in, uint64_t out, uint64_t wire_bytes, uint64_t enc_ns,
-                        uint64_t wire_ns);
+bool vmig_auto_observe(vmig_auto *a, uint32_t policy, uint64_t bytes, uint64_t t_begin,
+                       uint64_t now);
 
-/* The model's current estimate for `codec` in ns per input byte at share f of
- * random pages; < 0 while it is unknown. For tests and statistics. */
-double vmig_adapt_cost(const vmig_adapt *a, uint32_t codec, double f);
+/* The measured cost of `codec` in channel ns per page byte; < 0 while it is
+ * unknown or not a candidate. For tests and statistics. */
+double vmig_auto_cost(const vmig_auto *a, uint32_t codec);
 
 #endif /* VMIG_ADAPT_H */

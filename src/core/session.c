@@ -33,6 +33,7 @@ int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_para
     s->zero = vmig_zero_best();
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->rate_lock, NULL);
+    pthread_mutex_init(&s->auto_lock, NULL);
     pthread_cond_init(&s->space, NULL);
     pthread_cond_init(&s->barrier_cv, NULL);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++) {
@@ -66,6 +67,7 @@ void vmig_session_free(vmig_session *s)
     pthread_cond_destroy(&s->barrier_cv);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->rate_lock);
+    pthread_mutex_destroy(&s->auto_lock);
     free(s);
 }
 

@@ -83,12 +83,11 @@ typedef struct vmig_channel {
     uint64_t *offsets; /* destination: decoded offsets; source: zero-page scratch */
     /* Compression: a context per codec (encoder on the source, decoder on
      * the destination), made at the first packet that needs it; the payload
-     * buffer; the page pointers of the packet at hand; auto's model. */
+     * buffer; the page pointers of the packet at hand. */
     void *codec_ctx[VMIG_CODEC_COUNT];
     uint8_t *cbuf;
     size_t cbuf_cap;
     uint8_t **pages;
-    vmig_adapt adapt;
     /* Statistics (atomics, readable from any thread). */
     uint64_t st_bytes, st_packets, st_busy_ns, st_cpu_ns;
     /* Source: the last pass whose SYNC this channel wrote (under s->lock). */
@@ -143,9 +142,12 @@ struct vmig_session {
     uint64_t rate_next_ns;
 
     /* Compression. Source: the codecs the destination decodes (READY) and
-     * the ones auto may pick; 1 while the VM may still write the pages
-     * being sent (atomic). */
+     * the ones auto may pick and its controller (observe() under
+     * auto_lock); 1 while the VM may still write the pages being sent
+     * (atomic). */
     uint32_t dest_codecs, auto_mask;
+    vmig_auto autoc;
+    pthread_mutex_t auto_lock;
     int pages_volatile;
     vmig_codec_stats st_codec[VMIG_CODEC_COUNT]; /* atomics */
     char deflate_desc[64];                       /* under lock; first context's describe() */

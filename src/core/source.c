@@ -42,24 +42,27 @@ static uint32_t partition_zero(const vmig_session *s, const vmig_block *b, uint6
 }
 
 /*
- * The codec of a packet with nn normal pages: the fixed one, or auto's
- * choice from the probe's view of the pages (*flagged: how many look random).
+ * The codec of a packet with nn normal pages: the fixed one, or under auto
+ * the policy in force (*policy), unless the probe finds the packet random
+ * (then raw). Not probed when the policy is none, nor for deflate-page,
+ * which probes each page itself and sends the random ones raw.
  */
 static uint32_t pick_codec(vmig_channel *c, const vmig_block *b, const uint64_t *offs, uint32_t nn,
-                           uint32_t *flagged)
+                           uint32_t *policy)
 {
     vmig_session *s = c->s;
     if (nn == 0)
         return VMIG_CODEC_NONE;
     if (s->p.compression != VMIG_COMPRESSION_AUTO)
         return s->p.compression;
-    if (s->auto_mask == 1u << VMIG_CODEC_NONE)
-        return VMIG_CODEC_NONE;
+    uint32_t p = vmig_auto_policy(&s->autoc);
+    *policy = p;
+    if (p == VMIG_CODEC_NONE || p == VMIG_CODEC_DEFLATE_PAGE)
+        return p;
     uint32_t f = 0;
     for (uint32_t i = 0; i < nn; i++)
         f += vmig_codec_probe_incompressible(b->host + offs[i], b->page_size);
-    *flagged = f;
-    return vmig_adapt_choose(&c->adapt, nn, f);
+    return f >= VMIG_AUTO_RANDOM_SHARE * nn ? VMIG_CODEC_NONE : p;
 }
 
 /* Compress the packet's normal pages into c->cbuf; *out: payload bytes. */
@@ -118,8 +121,9 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
             b->page_hash[offs[i] >> b->page_shift] = b->zero_hash;
     }
 
-    uint32_t flagged = 0;
-    uint32_t codec = pick_codec(c, b, offs, nn, &flagged);
+    uint32_t policy = VMIG_CODEC_NONE;
+    uint64_t t_pick = vmig_now_ns();
+    uint32_t codec = pick_codec(c, b, offs, nn, &policy);
     uint64_t in = (uint64_t)nn * b->page_size, out = in, enc_ns = 0;
     vmig_pkt_hdr h = {
         .type = VMIG_PKT_RAM,
@@ -159,14 +163,17 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
         }
     }
     uint64_t bytes = hlen + out;
-    uint64_t t_w = vmig_now_ns();
     vmig_rate_wait(s, bytes);
     int rc = vmig_conn_write_full(c->conn, iov, niov, "a RAM packet", err);
     if (rc)
         return rc;
-    if (s->p.compression == VMIG_COMPRESSION_AUTO)
-        vmig_adapt_observe(&c->adapt, codec, nn, flagged, in, out, bytes, enc_ns,
-                           vmig_now_ns() - t_w);
+    if (s->p.compression == VMIG_COMPRESSION_AUTO && s->auto_mask != 1u << VMIG_CODEC_NONE &&
+        nn > 0) {
+        uint64_t now = vmig_now_ns();
+        pthread_mutex_lock(&s->auto_lock);
+        vmig_auto_observe(&s->autoc, policy, in, t_pick, now);
+        pthread_mutex_unlock(&s->auto_lock);
+    }
     vmig_codec_stat(s, codec, nn, in, nn ? out : 0, enc_ns);
     vmig_stat_add(&c->st_bytes, bytes);
     vmig_stat_add(&c->st_packets, 1);
@@ -433,15 +440,14 @@ static int choose_codecs(vmig_session *s, vmig_error *err)
                               "compression %s: the destination cannot decode it (it was built "
                               "without it); use compression=auto or a codec it has",
                               vmig_codec_name(c));
-    s->auto_mask = VMIG_ADAPT_CANDIDATES & vmig_codec_built_mask() & s->dest_codecs;
+    s->auto_mask = VMIG_AUTO_CANDIDATES & vmig_codec_built_mask() & s->dest_codecs;
     /* A destination on this host without a pacing limit: the "link" is a
      * memory copy made by the same CPUs that would compress and decompress,
      * so no codec can win (a blocked write there means waiting for the
      * receiver's CPU, which compression only loads more). */
     if (s->p.max_bandwidth == 0 && vmig_conn_is_local(s->control))
         s->auto_mask = 1u << VMIG_CODEC_NONE;
-    for (uint32_t i = 0; i < s->nch; i++)
-        vmig_adapt_init(&s->ch[i].adapt, s->auto_mask);
+    vmig_auto_init(&s->autoc, s->auto_mask, VMIG_AUTO_EPOCH_NS, vmig_now_ns());
     return 0;
 }
 

@@ -1,193 +1,296 @@
 /*
- * compression=auto's cost model (src/core/adapt.c) on synthetic links and
- * codecs: it must pick none on a fast link, compress on a slow one, follow
- * the link and the content when they change, send random packets raw, keep
- * its exploration cheap and never pick a codec outside its mask.
+ * compression=auto's controller (src/core/adapt.c) on synthetic links and
+ * CPUs: it must pick none on a fast link and where the CPU is the limit,
+ * compress on a slow link, follow the link and the content when they change,
+ * keep its exploration cheap, ignore idle time and packets begun under the
+ * previous policy, and never pick a codec outside its mask.
  *
- * A synthetic codec has a fixed encode cost (ns per input byte) and ratio on
- * compressible pages; random pages come out at their own size. The link
- * costs `wire` ns per wire byte whatever the codec.
+ * The world: 4 channels, each sending 512 KiB packets back to back. A packet
+ * sent under policy p takes cost[p] channel ns per page byte (times a few
+ * percent of noise), which is what the engine measures; the channels run in
+ * parallel, each on its own clock, and report in the order they finish.
  */
 #include "src/core/adapt.h"
 
 #include "../testutil.h"
 
-#define PKT_PAGES 128u
-#define PKT_BYTES (PKT_PAGES * 4096ull)
-#define HDR       (304u + 8u * PKT_PAGES)
+#define NCH       4u
+#define PKT_BYTES (128u * 4096u)
+#define EPOCH     (100 * 1000 * 1000ull)
 
-typedef struct codec_model {
-    double enc;   /* ns per input byte */
-    double ratio; /* on compressible pages */
-} codec_model;
+static bool verbose;
 
-/* lz4 cheap and weak, deflate-page in between, zstd strong and slower. */
-static const codec_model models[VMIG_CODEC_COUNT] = {
-    [VMIG_CODEC_NONE] = {0, 1},      [VMIG_CODEC_ZLIB] = {20, 0.38},
-    [VMIG_CODEC_ZSTD] = {2.5, 0.33}, [VMIG_CODEC_DEFLATE_PAGE] = {1.2, 0.42},
-    [VMIG_CODEC_LZ4] = {0.8, 0.55},
+typedef struct world {
+    const char *name;
+    double cost[VMIG_CODEC_COUNT]; /* channel ns per page byte */
+} world;
+
+/* Figures of the shape measured here (docs/benchmarks.md): a fast link
+ * where the CPU is the limit, 1 Gbit/s and 10 Gbit/s shared by 4 channels
+ * with the receiver on the same 2 cores, and a very slow link. */
+static const world worlds[] = {
+    {"loopback-like", {[0] = 1.0, [1] = 9, [2] = 4.2, [3] = 3.4, [4] = 1.4}},
+    {"10G, CPU-bound", {[0] = 4.1, [1] = 22, [2] = 6.8, [3] = 6.7, [4] = 5.1}},
+    {"1G", {[0] = 17.7, [1] = 22, [2] = 12.4, [3] = 12.3, [4] = 13.3}},
+    {"slow", {[0] = 160, [1] = 60, [2] = 52, [3] = 60, [4] = 85}},
 };
 
-/* Run `n` packets over a link of `wire` ns/byte with `flagged` random pages
- * per packet; counts[] receives how often each codec was chosen. Returns the
- * total simulated time in ms. */
-static double run(vmig_adapt *a, uint32_t n, double wire, uint32_t flagged,
-                  uint64_t counts[VMIG_CODEC_COUNT])
+typedef struct sim {
+    vmig_auto a;
+    uint64_t clock[NCH]; /* when each channel's current packet is done */
+    uint64_t begin[NCH];
+    uint32_t policy[NCH];
+    uint64_t rng;
+    uint64_t bytes[VMIG_CODEC_COUNT]; /* page bytes sent under each policy */
+} sim;
+
+static void sim_init(sim *s, uint32_t mask, uint64_t seed)
 {
-    double total = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t c = vmig_adapt_choose(a, PKT_PAGES, flagged);
-        REQUIRE(c < VMIG_CODEC_COUNT, "codec %u", c);
-        counts[c]++;
-        double f = (double)flagged / PKT_PAGES;
-        const codec_model *m = &models[c];
-        uint64_t out = (uint64_t)(PKT_BYTES * (f + (1 - f) * m->ratio));
-        uint64_t enc = (uint64_t)(m->enc * PKT_BYTES);
-        uint64_t wns = (uint64_t)(wire * (double)(out + HDR));
-        vmig_adapt_observe(a, c, PKT_PAGES, flagged, PKT_BYTES, out, out + HDR, enc, wns);
-        total += (double)(enc + wns) / 1e6;
+    memset(s, 0, sizeof(*s));
+    vmig_auto_init(&s->a, mask, EPOCH, 0);
+    s->rng = seed;
+}
+
+static uint64_t start_packet(sim *s, uint32_t ch, uint64_t t, const world *w)
+{
+    uint32_t p = vmig_auto_policy(&s->a);
+    REQUIRE(p < VMIG_CODEC_COUNT && (s->a.mask & 1u << p), "policy %u outside the mask", p);
+    double noise = 1 + 0.04 * ((double)(tu_rand(&s->rng) % 2001) / 1000 - 1);
+    s->begin[ch] = t;
+    s->policy[ch] = p;
+    s->clock[ch] = t + (uint64_t)(w->cost[p] * PKT_BYTES * noise);
+    return s->clock[ch];
+}
+
+/* Run until `until` ns of simulated time with world w; the channels start
+ * (or resume) at `from`. Returns the page bytes sent. */
+static uint64_t sim_run(sim *s, const world *w, uint64_t from, uint64_t until)
+{
+    uint64_t sent = 0;
+    for (uint32_t ch = 0; ch < NCH; ch++)
+        start_packet(s, ch, from > s->clock[ch] ? from : s->clock[ch], w);
+    for (;;) {
+        uint32_t ch = 0;
+        for (uint32_t i = 1; i < NCH; i++)
+            if (s->clock[i] < s->clock[ch])
+                ch = i;
+        uint64_t now = s->clock[ch];
+        if (now > until)
+            break;
+        vmig_auto_observe(&s->a, s->policy[ch], PKT_BYTES, s->begin[ch], now);
+        s->bytes[s->policy[ch]] += PKT_BYTES;
+        sent += PKT_BYTES;
+        start_packet(s, ch, now, w);
     }
-    return total;
+    /* Park the channels: their unfinished packets are dropped. */
+    for (uint32_t ch = 0; ch < NCH; ch++)
+        s->clock[ch] = until;
+    return sent;
 }
 
-/* Time of the same packets with one fixed codec. */
-static double fixed_time(uint32_t c, uint32_t n, double wire, uint32_t flagged)
+static uint32_t best_of(const world *w, uint32_t mask)
 {
-    double f = (double)flagged / PKT_PAGES;
-    const codec_model *m = &models[c];
-    double out = PKT_BYTES * (f + (1 - f) * m->ratio);
-    return n * (m->enc * PKT_BYTES + wire * (out + HDR)) / 1e6;
+    uint32_t b = VMIG_CODEC_NONE;
+    for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++)
+        if ((mask & 1u << c) && w->cost[c] < w->cost[b])
+            b = c;
+    return b;
 }
 
-static const uint32_t ALL = (1u << VMIG_CODEC_COUNT) - 1;
-
-static void test_links(void)
+/* Bytes a fixed policy moves in `ns` over world w. */
+static double fixed_bytes(const world *w, uint32_t c, uint64_t ns)
 {
-    /* wire ns/byte: loopback-like copy, 10 Gbit/s shared by 4 channels,
-     * 1 Gbit/s shared by 4 channels, a very slow link */
-    static const double links[] = {0.25, 3.2, 32, 200};
-    static const char *names[] = {"fast", "10G/4", "1G/4", "slow"};
-    for (size_t l = 0; l < VMIG_ARRAY_SIZE(links); l++) {
-        vmig_adapt a;
-        vmig_adapt_init(&a, VMIG_ADAPT_CANDIDATES);
-        uint64_t counts[VMIG_CODEC_COUNT] = {0};
-        uint32_t n = 4000;
-        double t = run(&a, n, links[l], 0, counts);
-        uint32_t best = 0;
-        double best_t = 0;
-        for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++) {
-            if (!(VMIG_ADAPT_CANDIDATES & 1u << c))
-                continue;
-            double ft = fixed_time(c, n, links[l], 0);
-            if (c == 0 || ft < best_t) {
-                best = c;
-                best_t = ft;
-            }
-        }
-        double none_t = fixed_time(VMIG_CODEC_NONE, n, links[l], 0);
-        printf("%-6s link: auto %.1f ms, best fixed %s %.1f ms (%.3fx), none %.1f ms; chose "
-               "none %llu lz4 %llu deflate-page %llu zstd %llu zlib %llu\n",
-               names[l], t, vmig_codec_name(best), best_t, t / best_t, none_t,
-               (unsigned long long)counts[0], (unsigned long long)counts[4],
-               (unsigned long long)counts[3], (unsigned long long)counts[2],
-               (unsigned long long)counts[1]);
-        CHECK(counts[best] >= n * 95 / 100, "%s link: best codec %s chosen %llu of %u times",
-              names[l], vmig_codec_name(best), (unsigned long long)counts[best], n);
-        CHECK(t <= best_t * 1.03, "%s link: auto %.1f ms vs best %.1f ms", names[l], t, best_t);
-        CHECK(t <= none_t * 1.03, "%s link: auto %.1f ms vs none %.1f ms", names[l], t, none_t);
-        CHECK(counts[VMIG_CODEC_ZLIB] == 0, "zlib is not a candidate");
+    return (double)ns * NCH / w->cost[c];
+}
+
+static void test_worlds(void)
+{
+    const uint64_t T = 20ull * 1000 * 1000 * 1000; /* 20 s: 200 epochs */
+    for (size_t i = 0; i < VMIG_ARRAY_SIZE(worlds); i++) {
+        const world *w = &worlds[i];
+        sim s;
+        sim_init(&s, VMIG_AUTO_CANDIDATES, 7 + i);
+        uint64_t sent = sim_run(&s, w, 0, T);
+        uint32_t best = best_of(w, VMIG_AUTO_CANDIDATES);
+        double ratio = fixed_bytes(w, best, T) / (double)sent; /* time auto / time best */
+        double share = (double)s.bytes[best] / (double)sent;
+        if (verbose)
+            printf("%-15s best %-12s %.1f %% of bytes, %.3fx the best's time, %llu "
+                   "switches\n",
+                   w->name, vmig_codec_name(best), 100 * share, ratio,
+                   (unsigned long long)s.a.switches);
+        /* At most 4 % slower than the best fixed policy over 20 s, warm-up
+         * included; within 2 % when the runner-up is within 1 %. */
+        CHECK(ratio < 1.04, "%s: %.3fx the time of %s", w->name, ratio, vmig_codec_name(best));
+        CHECK(share > 0.8 || (w->cost[VMIG_CODEC_DEFLATE_PAGE] < w->cost[best] * 1.01 &&
+                              share + (double)s.bytes[VMIG_CODEC_DEFLATE_PAGE] / sent > 0.8),
+              "%s: only %.1f %% of the bytes under %s", w->name, 100 * share,
+              vmig_codec_name(best));
+        CHECK(s.a.cost[best] > w->cost[best] * 0.95 && s.a.cost[best] < w->cost[best] * 1.05,
+              "%s: measured %.2f ns/byte for %s, truth %.2f", w->name, s.a.cost[best],
+              vmig_codec_name(best), w->cost[best]);
     }
-    /* The fast link picks none, the 1 Gbit/s one compresses with zstd. */
-    vmig_adapt a;
-    vmig_adapt_init(&a, VMIG_ADAPT_CANDIDATES);
-    uint64_t counts[VMIG_CODEC_COUNT] = {0};
-    run(&a, 2000, 0.25, 0, counts);
-    CHECK(counts[VMIG_CODEC_NONE] >= 1950, "fast link: none %llu of 2000",
-          (unsigned long long)counts[VMIG_CODEC_NONE]);
 }
 
-/* The link slows down, then speeds up again: auto follows within a few
- * dozen packets each time. */
+/* The link changes under it: it must follow within a few epochs each way. */
 static void test_link_change(void)
 {
-    vmig_adapt a;
-    vmig_adapt_init(&a, VMIG_ADAPT_CANDIDATES);
-    uint64_t counts[VMIG_CODEC_COUNT] = {0};
-    run(&a, 1000, 0.25, 0, counts);
-    uint64_t slow[VMIG_CODEC_COUNT] = {0};
-    run(&a, 100, 32, 0, slow); /* the first packets after the change may still go raw */
-    uint64_t later[VMIG_CODEC_COUNT] = {0};
-    run(&a, 1000, 32, 0, later);
-    CHECK(later[VMIG_CODEC_ZSTD] >= 950, "after slowing down: zstd %llu of 1000",
-          (unsigned long long)later[VMIG_CODEC_ZSTD]);
-    CHECK(slow[VMIG_CODEC_NONE] <= 30, "slowing down took %llu raw packets",
-          (unsigned long long)slow[VMIG_CODEC_NONE]);
-    uint64_t fast[VMIG_CODEC_COUNT] = {0};
-    run(&a, 200, 0.25, 0, fast);
-    uint64_t fast2[VMIG_CODEC_COUNT] = {0};
-    run(&a, 1000, 0.25, 0, fast2);
-    CHECK(fast2[VMIG_CODEC_NONE] >= 950, "after speeding up: none %llu of 1000",
-          (unsigned long long)fast2[VMIG_CODEC_NONE]);
-    printf("link change: slow phase zstd %llu/1000, fast again none %llu/1000\n",
-           (unsigned long long)later[VMIG_CODEC_ZSTD], (unsigned long long)fast2[VMIG_CODEC_NONE]);
+    const uint64_t S = 1000ull * 1000 * 1000;
+    const world *fast = &worlds[0], *slow = &worlds[2];
+    sim s;
+    sim_init(&s, VMIG_AUTO_CANDIDATES, 99);
+    sim_run(&s, fast, 0, 10 * S);
+    CHECK(vmig_auto_policy(&s.a) == VMIG_CODEC_NONE ||
+              s.a.cost[VMIG_CODEC_NONE] <= s.a.cost[vmig_auto_policy(&s.a)],
+          "fast link: policy %s", vmig_codec_name(vmig_auto_policy(&s.a)));
+    /* Slower link: none now costs 17.7, the codecs ~12. none is measured
+     * continuously, so the switch comes at the next epoch or two. */
+    uint64_t before = s.bytes[VMIG_CODEC_NONE];
+    sim_run(&s, slow, 10 * S, 10 * S + S / 2);
+    uint64_t none_after = s.bytes[VMIG_CODEC_NONE] - before;
+    uint64_t sent_after = 0;
+    memset(s.bytes, 0, sizeof(s.bytes));
+    sent_after = sim_run(&s, slow, 10 * S + S / 2, 20 * S);
+    CHECK(vmig_auto_policy(&s.a) != VMIG_CODEC_NONE, "slow link: still sending raw");
+    CHECK((double)s.bytes[VMIG_CODEC_NONE] / (double)sent_after < 0.08,
+          "slow link: %.1f %% raw after the first half second",
+          100.0 * (double)s.bytes[VMIG_CODEC_NONE] / (double)sent_after);
+    if (verbose)
+        printf("fast->slow: %.1f MB raw in the first 0.5 s\n", none_after / 1e6);
+    /* Back to fast: the codecs' own costs rise at once, but none's cost is
+     * stale (17.7) and 4x the best's, so it is tried again only after
+     * EXPLORE_MAX epochs; then it wins at once and keeps the link. */
+    uint64_t t = 20 * S, found = 0;
+    while (t < 40 * S && !found) {
+        sim_run(&s, fast, t, t + S / 10);
+        t += S / 10;
+        if (vmig_auto_policy(&s.a) == VMIG_CODEC_NONE)
+            found = t;
+    }
+    uint64_t bound = (VMIG_AUTO_EXPLORE_MAX + 4) * EPOCH;
+    CHECK(found && found - 20 * S <= bound,
+          "back to a fast link: none again after %.1f s (at most %.1f s)",
+          found ? (double)(found - 20 * S) / 1e9 : -1.0, (double)bound / 1e9);
+    memset(s.bytes, 0, sizeof(s.bytes));
+    uint64_t sent = sim_run(&s, fast, t, t + 10 * S);
+    double raw = (double)s.bytes[VMIG_CODEC_NONE] / (double)sent;
+    if (verbose)
+        printf("slow->fast: none again after %.1f s, then %.1f %% raw\n",
+               (double)(found - 20 * S) / 1e9, 100 * raw);
+    CHECK(raw > 0.9, "back to a fast link: then only %.1f %% raw", 100 * raw);
 }
 
-/* Random content goes raw on any link, without a single compression;
- * compressible content afterwards is compressed again. */
-static void test_content(void)
+/* The content changes: the pages become incompressible, every codec now
+ * costs its encode on top of the wire, none wins. */
+static void test_content_change(void)
 {
-    vmig_adapt a;
-    vmig_adapt_init(&a, VMIG_ADAPT_CANDIDATES);
-    uint64_t counts[VMIG_CODEC_COUNT] = {0};
-    run(&a, 500, 32, 0, counts);
-    uint64_t rnd[VMIG_CODEC_COUNT] = {0};
-    run(&a, 500, 32, PKT_PAGES, rnd);
-    CHECK(rnd[VMIG_CODEC_NONE] == 500, "random packets: none %llu of 500",
-          (unsigned long long)rnd[VMIG_CODEC_NONE]);
-    uint64_t most[VMIG_CODEC_COUNT] = {0};
-    run(&a, 500, 32, PKT_PAGES * 95 / 100, most);
-    CHECK(most[VMIG_CODEC_NONE] == 500, "95%% random packets: none %llu of 500",
-          (unsigned long long)most[VMIG_CODEC_NONE]);
-    uint64_t back[VMIG_CODEC_COUNT] = {0};
-    run(&a, 500, 32, 0, back);
-    CHECK(back[VMIG_CODEC_ZSTD] >= 470, "text again: zstd %llu of 500",
-          (unsigned long long)back[VMIG_CODEC_ZSTD]);
-    /* Half random: still worth compressing on a slow link. */
-    uint64_t half[VMIG_CODEC_COUNT] = {0};
-    run(&a, 500, 32, PKT_PAGES / 2, half);
-    CHECK(half[VMIG_CODEC_NONE] <= 25, "half random on a slow link: none %llu of 500",
-          (unsigned long long)half[VMIG_CODEC_NONE]);
-    CHECK(vmig_adapt_choose(&a, 0, 0) == VMIG_CODEC_NONE, "a packet of zero pages only");
+    const uint64_t S = 1000ull * 1000 * 1000;
+    const world text = worlds[2];
+    world random = text;
+    for (uint32_t c = 1; c < VMIG_CODEC_COUNT; c++)
+        random.cost[c] = text.cost[0] * 1.02 + (c == VMIG_CODEC_LZ4 ? 0.3 : 1.5);
+    sim s;
+    sim_init(&s, VMIG_AUTO_CANDIDATES, 5);
+    sim_run(&s, &text, 0, 10 * S);
+    CHECK(vmig_auto_policy(&s.a) != VMIG_CODEC_NONE || s.a.nepoch % 2,
+          "compressible content over 1G: raw");
+    memset(s.bytes, 0, sizeof(s.bytes));
+    uint64_t sent = sim_run(&s, &random, 10 * S, 30 * S);
+    double raw = (double)s.bytes[VMIG_CODEC_NONE] / (double)sent;
+    CHECK(raw > 0.8, "random content: only %.1f %% raw", 100 * raw);
 }
 
-/* Only codecs in the mask, whatever the link. */
 static void test_mask(void)
 {
-    vmig_adapt a;
-    vmig_adapt_init(&a, 0); /* none is always in */
-    uint64_t counts[VMIG_CODEC_COUNT] = {0};
-    run(&a, 500, 200, 0, counts);
-    CHECK(counts[VMIG_CODEC_NONE] == 500, "mask none: %llu", (unsigned long long)counts[0]);
-    uint32_t mask = (1u << VMIG_CODEC_LZ4) | (1u << VMIG_CODEC_DEFLATE_PAGE);
-    vmig_adapt_init(&a, mask);
-    memset(counts, 0, sizeof(counts));
-    run(&a, 1000, 32, 0, counts);
-    CHECK(counts[VMIG_CODEC_ZSTD] == 0 && counts[VMIG_CODEC_ZLIB] == 0, "mask respected");
-    CHECK(counts[VMIG_CODEC_DEFLATE_PAGE] >= 950, "best of the mask: deflate-page %llu",
-          (unsigned long long)counts[VMIG_CODEC_DEFLATE_PAGE]);
-    /* zlib is honoured when a caller puts it in the mask */
-    vmig_adapt_init(&a, ALL);
-    memset(counts, 0, sizeof(counts));
-    run(&a, 200, 32, 0, counts);
-    CHECK(counts[VMIG_CODEC_ZLIB] >= 1, "zlib in the mask is measured at least once");
-    CHECK(vmig_adapt_cost(&a, VMIG_CODEC_COUNT, 0) < 0, "cost of an unknown id");
+    uint32_t mask = 1u << VMIG_CODEC_NONE | 1u << VMIG_CODEC_LZ4;
+    sim s;
+    sim_init(&s, mask, 3);
+    sim_run(&s, &worlds[3], 0, 5ull * 1000 * 1000 * 1000); /* REQUIREs the mask */
+    CHECK(s.bytes[VMIG_CODEC_ZSTD] == 0 && s.bytes[VMIG_CODEC_DEFLATE_PAGE] == 0 &&
+              s.bytes[VMIG_CODEC_ZLIB] == 0,
+          "codecs outside the mask were used");
+    CHECK(vmig_auto_policy(&s.a) == VMIG_CODEC_LZ4, "slow link, none|lz4: policy %s",
+          vmig_codec_name(vmig_auto_policy(&s.a)));
+    CHECK(vmig_auto_cost(&s.a, VMIG_CODEC_ZSTD) < 0, "a cost for a codec outside the mask");
+
+    /* Only none: it never leaves none, and a zero mask means none too. */
+    vmig_auto a;
+    vmig_auto_init(&a, 0, EPOCH, 0);
+    for (uint64_t t = 1; t < 50; t++)
+        vmig_auto_observe(&a, VMIG_CODEC_NONE, PKT_BYTES, t * EPOCH / 4, t * EPOCH / 4 + 10);
+    CHECK(vmig_auto_policy(&a) == VMIG_CODEC_NONE && a.switches == 0, "none only: switched");
 }
 
-int main(void)
+/* What is not counted: idle time, packets begun before the epoch, packets of
+ * another policy. */
+static void test_accounting(void)
 {
-    test_links();
+    vmig_auto a;
+    vmig_auto_init(&a, VMIG_AUTO_CANDIDATES, EPOCH, 1000);
+    /* A packet begun before the controller started: ignored. */
+    vmig_auto_observe(&a, VMIG_CODEC_NONE, PKT_BYTES, 10, 2000);
+    CHECK(a.npkt == 0 && a.bytes == 0, "a packet begun before the epoch was counted");
+    /* Four packets of 1 ms each, then a long idle gap, then four more: the
+     * epoch ends at the first packet after t_end with 8 packets of 1 ms,
+     * so the cost is 1 ms per packet, not the gap. */
+    uint64_t t = 2000;
+    for (int i = 0; i < 4; i++, t += 1000000)
+        vmig_auto_observe(&a, VMIG_CODEC_NONE, PKT_BYTES, t, t + 1000000);
+    CHECK(a.nepoch == 0, "an epoch ended before its time");
+    t += 10 * EPOCH; /* idle */
+    bool changed = false;
+    for (int i = 0; i < 4; i++, t += 1000000)
+        changed |= vmig_auto_observe(&a, VMIG_CODEC_NONE, PKT_BYTES, t, t + 1000000);
+    double want = 1e6 / PKT_BYTES;
+    CHECK(a.nepoch == 1 && a.cost[VMIG_CODEC_NONE] > want * 0.99 &&
+              a.cost[VMIG_CODEC_NONE] < want * 1.01,
+          "after an idle gap: %llu epochs, none costs %.3f ns/byte (want %.3f)",
+          (unsigned long long)a.nepoch, a.cost[VMIG_CODEC_NONE], want);
+    /* Warm-up goes on with lz4; packets still reporting none, or begun in
+     * the settling time, are not counted for lz4. */
+    CHECK(changed && vmig_auto_policy(&a) == VMIG_CODEC_LZ4, "warm-up: %s after none",
+          vmig_codec_name(vmig_auto_policy(&a)));
+    vmig_auto_observe(&a, VMIG_CODEC_NONE, PKT_BYTES, t, t + 5);
+    vmig_auto_observe(&a, VMIG_CODEC_LZ4, PKT_BYTES, t, t + 5);
+    CHECK(a.npkt == 0, "packets of the old policy or begun while settling were counted");
+    /* A packet that ends before it begins (a clock glitch) adds nothing. */
+    uint64_t s0 = a.t_start + 10;
+    vmig_auto_observe(&a, VMIG_CODEC_LZ4, PKT_BYTES, s0, s0 - 5);
+    CHECK(a.npkt == 0, "a packet with a negative time was counted");
+}
+
+/* In a stationary world, how much time exploration costs. */
+static void test_exploration_cost(void)
+{
+    const uint64_t T = 60ull * 1000 * 1000 * 1000;
+    const world *w = &worlds[2]; /* none 1.44x, lz4 1.08x, dp 1.01x */
+    sim s;
+    sim_init(&s, VMIG_AUTO_CANDIDATES, 11);
+    uint64_t sent = sim_run(&s, w, 0, T);
+    uint32_t best = best_of(w, VMIG_AUTO_CANDIDATES);
+    double ratio = fixed_bytes(w, best, T) / (double)sent;
+    if (verbose)
+        printf("exploration over 60 s at 1G: %.2f %% slower than %s; epochs none %llu lz4 %llu "
+               "dp %llu zstd %llu\n",
+               100 * (ratio - 1), vmig_codec_name(best),
+               (unsigned long long)s.a.epochs_in[VMIG_CODEC_NONE],
+               (unsigned long long)s.a.epochs_in[VMIG_CODEC_LZ4],
+               (unsigned long long)s.a.epochs_in[VMIG_CODEC_DEFLATE_PAGE],
+               (unsigned long long)s.a.epochs_in[VMIG_CODEC_ZSTD]);
+    CHECK(ratio < 1.015, "exploration costs %.2f %% over 60 s", 100 * (ratio - 1));
+    CHECK(s.a.epochs_in[VMIG_CODEC_NONE] >= 3 && s.a.epochs_in[VMIG_CODEC_NONE] <= 20,
+          "none was measured %llu times in 600 epochs",
+          (unsigned long long)s.a.epochs_in[VMIG_CODEC_NONE]);
+}
+
+int main(int argc, char **argv)
+{
+    verbose = argc > 1 && !strcmp(argv[1], "-v");
+    test_worlds();
     test_link_change();
-    test_content();
+    test_content_change();
     test_mask();
+    test_accounting();
+    test_exploration_cost();
     return tu_result("test_adapt");
 }
