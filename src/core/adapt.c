@@ -30,6 +30,25 @@ static void start_epoch(vmig_auto *a, uint64_t now, bool changed, bool trial)
     a->t_end = a->t_start + len;
     a->bytes = a->busy = 0;
     a->npkt = 0;
+    a->lim_ok = a->limits && !a->limits(a->limits_arg, &a->lim_busy, &a->lim_rwnd);
+}
+
+void vmig_auto_set_limits(vmig_auto *a, vmig_auto_limits_fn fn, void *arg)
+{
+    a->limits = fn;
+    a->limits_arg = arg;
+    a->lim_ok = fn && !fn(arg, &a->lim_busy, &a->lim_rwnd);
+}
+
+/* The receiver's share of the epoch that ends: < 0 when unknown. */
+static double recv_share(const vmig_auto *a)
+{
+    uint64_t busy, rwnd;
+    if (!a->lim_ok || a->limits(a->limits_arg, &busy, &rwnd) || busy <= a->lim_busy ||
+        rwnd < a->lim_rwnd)
+        return -1;
+    double s = (double)(rwnd - a->lim_rwnd) / (double)(busy - a->lim_busy);
+    return s > 1 ? 1 : s;
 }
 
 void vmig_auto_init(vmig_auto *a, uint32_t mask, uint64_t epoch_ns, uint64_t now)
@@ -38,7 +57,7 @@ void vmig_auto_init(vmig_auto *a, uint32_t mask, uint64_t epoch_ns, uint64_t now
     a->mask = (mask | 1u << VMIG_CODEC_NONE) & ((1u << VMIG_CODEC_COUNT) - 1);
     a->epoch_ns = epoch_ns ? epoch_ns : VMIG_AUTO_EPOCH_NS;
     for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++)
-        a->cost[c] = -1;
+        a->cost[c] = a->recv_share[c] = -1;
     a->cur = a->prev = VMIG_CODEC_NONE;
     start_epoch(a, now, false, false);
 }
@@ -60,9 +79,12 @@ static uint32_t next_policy(const vmig_auto *a, bool *trial)
         if ((a->mask & 1u << c) && a->cost[c] < 0)
             return c;
     }
+    /* Receiver-bound while raw: none unless a codec is clearly cheaper. */
+    bool recv_bound = a->recv_share[VMIG_CODEC_NONE] >= VMIG_AUTO_RECV_BOUND;
+    double bar = recv_bound ? a->cost[VMIG_CODEC_NONE] * (1 - VMIG_AUTO_RECV_MARGIN) : -1;
     uint32_t best = VMIG_CODEC_NONE;
-    for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++)
-        if ((a->mask & 1u << c) && a->cost[c] < a->cost[best])
+    for (uint32_t c = 1; c < VMIG_CODEC_COUNT; c++)
+        if ((a->mask & 1u << c) && a->cost[c] < a->cost[best] && (!recv_bound || a->cost[c] < bar))
             best = c;
     /* The most overdue other candidate gets the epoch, if one is due. */
     uint32_t pick = best;
@@ -74,6 +96,8 @@ static uint32_t next_policy(const vmig_auto *a, bool *trial)
         double interval = VMIG_AUTO_EXPLORE_MIN + VMIG_AUTO_EXPLORE_SLOPE * (rel - 1);
         if (interval > VMIG_AUTO_EXPLORE_MAX)
             interval = VMIG_AUTO_EXPLORE_MAX;
+        if (recv_bound)
+            interval = c == VMIG_CODEC_NONE ? VMIG_AUTO_EXPLORE_MIN : VMIG_AUTO_EXPLORE_MAX;
         double late = (double)(a->nepoch - a->last[c]) / interval;
         if (late >= 1 && late > overdue) {
             overdue = late;
@@ -99,6 +123,10 @@ bool vmig_auto_observe(vmig_auto *a, uint32_t policy, uint64_t bytes, uint64_t t
     double sample = (double)a->busy / (double)a->bytes;
     bool fresh = a->cost[c] < 0 || a->prev != c;
     a->cost[c] = fresh ? sample : a->cost[c] + ALPHA * (sample - a->cost[c]);
+    double rs = recv_share(a);
+    if (rs >= 0)
+        a->recv_share[c] =
+            fresh || a->recv_share[c] < 0 ? rs : a->recv_share[c] + ALPHA * (rs - a->recv_share[c]);
     a->prev = c;
     a->epochs_in[c]++;
     a->last[c] = a->nepoch;

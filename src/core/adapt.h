@@ -38,6 +38,13 @@
 #define VMIG_AUTO_EPOCH_PKTS 4
 /* The engine's epoch. */
 #define VMIG_AUTO_EPOCH_NS (100 * 1000 * 1000ull)
+/* When the receiver held TCP back (receive window) for at least this share
+ * of the time it had data in flight while pages went raw, the receiver,
+ * not the link, is the limit: a codec only adds to its work. Then a codec
+ * must cost under (1 - RECV_MARGIN) of none to replace it, codecs are
+ * re-tried only every EXPLORE_MAX epochs and none every EXPLORE_MIN. */
+#define VMIG_AUTO_RECV_BOUND  0.25
+#define VMIG_AUTO_RECV_MARGIN 0.25
 /* A packet whose pages the probe flags at least this share of is sent raw
  * whatever the policy (no codec would gain on it). */
 #define VMIG_AUTO_RANDOM_SHARE 0.9
@@ -48,6 +55,11 @@
 #define VMIG_AUTO_CANDIDATES                                                                       \
     ((1u << VMIG_CODEC_NONE) | (1u << VMIG_CODEC_LZ4) | (1u << VMIG_CODEC_ZSTD) |                  \
      (1u << VMIG_CODEC_DEFLATE_PAGE))
+
+/* Cumulative TCP time with data in flight and time held back by the
+ * receiver's window, in us, summed over the channels (vmig_conn_tcp_limits);
+ * non-zero when unknown. */
+typedef int (*vmig_auto_limits_fn)(void *arg, uint64_t *busy_us, uint64_t *rwnd_us);
 
 typedef struct vmig_auto {
     uint32_t mask;                        /* candidates, bit (1 << id); none always included */
@@ -64,9 +76,19 @@ typedef struct vmig_auto {
     double cost[VMIG_CODEC_COUNT];        /* channel ns per page byte; < 0 unknown */
     uint64_t last[VMIG_CODEC_COUNT];      /* epoch at which it was last in force */
     uint64_t epochs_in[VMIG_CODEC_COUNT]; /* epochs each policy was in force */
+    /* The receiver's share of the limits (see VMIG_AUTO_RECV_BOUND). */
+    vmig_auto_limits_fn limits;
+    void *limits_arg;
+    bool lim_ok; /* lim_* hold the epoch's start */
+    uint64_t lim_busy, lim_rwnd;
+    double recv_share[VMIG_CODEC_COUNT]; /* rwnd-limited / busy; < 0 unknown */
 } vmig_auto;
 
 void vmig_auto_init(vmig_auto *a, uint32_t mask, uint64_t epoch_ns, uint64_t now);
+
+/* Where the controller reads the TCP limits at each epoch's end (optional;
+ * without it the receiver rule never applies). */
+void vmig_auto_set_limits(vmig_auto *a, vmig_auto_limits_fn fn, void *arg);
 
 /* The policy for a packet begun now. */
 static inline uint32_t vmig_auto_policy(const vmig_auto *a)

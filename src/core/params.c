@@ -51,9 +51,9 @@ static const vmig_param_info infos[] = {
      "source: passes in a row without the remaining bytes shrinking that count as a stall "
      "(ladder: one more step; at the highest throttle or with throttle off: on-limit)"},
     {"compression", "auto|none|zlib|zstd|deflate-page|lz4", "auto",
-     "source: how normal pages are compressed; auto measures the link and each codec on the "
-     "pages being sent and picks, per packet, the one that gets them across soonest (none on a "
-     "fast link); the destination decodes whatever arrives"},
+     "source: how normal pages are compressed; auto measures how long the channels take per "
+     "byte under each codec, end to end, keeps the fastest (none on a fast link) and sends "
+     "random-looking packets raw; the destination decodes whatever arrives"},
     {"zlib-level", "1..9", "1", "source: zlib compression level"},
     {"zstd-level", "1..19", "1", "source: zstd compression level"},
     {"deflate-path", "auto|software|hardware", "auto",

@@ -430,6 +430,21 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
     return 0;
 }
 
+/* auto's view of what held TCP back, summed over the data channels. */
+static int auto_tcp_limits(void *arg, uint64_t *busy_us, uint64_t *rwnd_us)
+{
+    vmig_session *s = arg;
+    *busy_us = *rwnd_us = 0;
+    for (uint32_t i = 0; i < s->nch; i++) {
+        uint64_t b, r;
+        if (!s->ch[i].conn || vmig_conn_tcp_limits(s->ch[i].conn, &b, &r))
+            return VMIG_ENOTSUP;
+        *busy_us += b;
+        *rwnd_us += r;
+    }
+    return 0;
+}
+
 /* After READY: the fixed codec must be one the destination decodes; auto
  * picks among the candidates both sides have. */
 static int choose_codecs(vmig_session *s, vmig_error *err)
@@ -447,7 +462,6 @@ static int choose_codecs(vmig_session *s, vmig_error *err)
      * receiver's CPU, which compression only loads more). */
     if (s->p.max_bandwidth == 0 && vmig_conn_is_local(s->control))
         s->auto_mask = 1u << VMIG_CODEC_NONE;
-    vmig_auto_init(&s->autoc, s->auto_mask, VMIG_AUTO_EPOCH_NS, vmig_now_ns());
     return 0;
 }
 
@@ -966,6 +980,9 @@ int vmig_source_run(vmig_session *s, const char *uri)
         rc = VMIG_ECANCELED;
         goto fail;
     }
+    /* auto starts with the channels (its first epoch reads their TCP state). */
+    vmig_auto_init(&s->autoc, s->auto_mask, VMIG_AUTO_EPOCH_NS, vmig_now_ns());
+    vmig_auto_set_limits(&s->autoc, auto_tcp_limits, s);
     __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
     for (uint32_t i = 0; i < s->nch; i++) {
         char name[32];

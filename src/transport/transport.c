@@ -1,7 +1,9 @@
 /* The transport registry and the full-transfer loops shared by every transport. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_busy_time (glibc's is older) */
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -158,4 +160,20 @@ bool vmig_conn_is_local(const vmig_conn *c)
         return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
     }
     return false;
+}
+
+int vmig_conn_tcp_limits(const vmig_conn *c, uint64_t *busy_us, uint64_t *rwnd_us)
+{
+    *busy_us = *rwnd_us = 0;
+    if (!c || c->fd < 0)
+        return VMIG_ENOTSUP;
+    struct tcp_info ti;
+    memset(&ti, 0, sizeof(ti));
+    socklen_t len = sizeof(ti);
+    if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+        len < offsetof(struct tcp_info, tcpi_rwnd_limited) + sizeof(ti.tcpi_rwnd_limited))
+        return VMIG_ENOTSUP;
+    *busy_us = ti.tcpi_busy_time;
+    *rwnd_us = ti.tcpi_rwnd_limited;
+    return 0;
 }

@@ -86,6 +86,12 @@ int vmig_conn_read_all(vmig_conn *c, void *buf, size_t len, const char *what, vm
  * (also as ::ffff:127.x). A namespace's veth address is not local. */
 bool vmig_conn_is_local(const vmig_conn *c);
 
+/* TCP's own account of the connection so far (tcp_info, Linux 4.10+):
+ * microseconds it had data in flight, and of those, the time the peer's
+ * receive window held it back (the receiver did not keep up). VMIG_ENOTSUP
+ * when the connection is not TCP or the kernel does not report it. */
+int vmig_conn_tcp_limits(const vmig_conn *c, uint64_t *busy_us, uint64_t *rwnd_us);
+
 static inline void vmig_conn_shutdown(vmig_conn *c)
 {
     if (c)
