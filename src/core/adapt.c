@@ -69,22 +69,28 @@ double vmig_auto_cost(const vmig_auto *a, uint32_t codec)
     return a->cost[codec];
 }
 
-/* The policy for the next epoch, from the costs measured so far; *trial:
- * it is not the cheapest. */
+static bool recv_bound(const vmig_auto *a, uint32_t c)
+{
+    return a->recv_share[c] >= VMIG_AUTO_RECV_BOUND;
+}
+
+/* The policy for the next epoch, from what was measured so far; *trial: it
+ * is not the cheapest. */
 static uint32_t next_policy(const vmig_auto *a, bool *trial)
 {
     *trial = true;
-    for (size_t i = 0; i < VMIG_ARRAY_SIZE(warmup_order); i++) {
+    /* Raw pages and the receiver is the limit: every codec only adds decode
+     * work there, so none, whatever the (noisy) costs say; codecs are
+     * re-tried rarely and are not even warmed up. */
+    bool raw_recv_bound = a->cost[VMIG_CODEC_NONE] >= 0 && recv_bound(a, VMIG_CODEC_NONE);
+    for (size_t i = 0; i < VMIG_ARRAY_SIZE(warmup_order) && !raw_recv_bound; i++) {
         uint32_t c = warmup_order[i];
         if ((a->mask & 1u << c) && a->cost[c] < 0)
             return c;
     }
-    /* Receiver-bound while raw: none unless a codec is clearly cheaper. */
-    bool recv_bound = a->recv_share[VMIG_CODEC_NONE] >= VMIG_AUTO_RECV_BOUND;
-    double bar = recv_bound ? a->cost[VMIG_CODEC_NONE] * (1 - VMIG_AUTO_RECV_MARGIN) : -1;
     uint32_t best = VMIG_CODEC_NONE;
-    for (uint32_t c = 1; c < VMIG_CODEC_COUNT; c++)
-        if ((a->mask & 1u << c) && a->cost[c] < a->cost[best] && (!recv_bound || a->cost[c] < bar))
+    for (uint32_t c = 1; c < VMIG_CODEC_COUNT && !raw_recv_bound; c++)
+        if ((a->mask & 1u << c) && a->cost[c] >= 0 && a->cost[c] < a->cost[best])
             best = c;
     /* The most overdue other candidate gets the epoch, if one is due. */
     uint32_t pick = best;
@@ -92,12 +98,17 @@ static uint32_t next_policy(const vmig_auto *a, bool *trial)
     for (uint32_t c = 0; c < VMIG_CODEC_COUNT; c++) {
         if (c == best || !(a->mask & 1u << c))
             continue;
-        double rel = a->cost[best] > 0 ? a->cost[c] / a->cost[best] : 1e9;
-        double interval = VMIG_AUTO_EXPLORE_MIN + VMIG_AUTO_EXPLORE_SLOPE * (rel - 1);
-        if (interval > VMIG_AUTO_EXPLORE_MAX)
-            interval = VMIG_AUTO_EXPLORE_MAX;
-        if (recv_bound)
-            interval = c == VMIG_CODEC_NONE ? VMIG_AUTO_EXPLORE_MIN : VMIG_AUTO_EXPLORE_MAX;
+        double interval = VMIG_AUTO_EXPLORE_MAX;
+        if (raw_recv_bound) {
+            /* codecs: EXPLORE_MAX */
+        } else if (c == VMIG_CODEC_NONE && recv_bound(a, best)) {
+            interval = VMIG_AUTO_EXPLORE_MIN; /* the receiver limits the codec: try raw soon */
+        } else if (a->cost[c] >= 0 && a->cost[best] > 0) {
+            double rel = a->cost[c] / a->cost[best];
+            interval = VMIG_AUTO_EXPLORE_MIN + VMIG_AUTO_EXPLORE_SLOPE * (rel - 1);
+            if (interval > VMIG_AUTO_EXPLORE_MAX)
+                interval = VMIG_AUTO_EXPLORE_MAX;
+        }
         double late = (double)(a->nepoch - a->last[c]) / interval;
         if (late >= 1 && late > overdue) {
             overdue = late;

@@ -40,11 +40,12 @@
 #define VMIG_AUTO_EPOCH_NS (100 * 1000 * 1000ull)
 /* When the receiver held TCP back (receive window) for at least this share
  * of the time it had data in flight while pages went raw, the receiver,
- * not the link, is the limit: a codec only adds to its work. Then a codec
- * must cost under (1 - RECV_MARGIN) of none to replace it, codecs are
- * re-tried only every EXPLORE_MAX epochs and none every EXPLORE_MIN. */
-#define VMIG_AUTO_RECV_BOUND  0.25
-#define VMIG_AUTO_RECV_MARGIN 0.25
+ * not the link, is the limit, and every codec only adds decode work there:
+ * none is kept whatever the costs say, codecs are re-tried only every
+ * EXPLORE_MAX epochs (none's own epochs show when the limit moves to the
+ * link). When a codec's epochs show the receiver as the limit, none is
+ * re-tried within EXPLORE_MIN epochs. */
+#define VMIG_AUTO_RECV_BOUND 0.25
 /* A packet whose pages the probe flags at least this share of is sent raw
  * whatever the policy (no codec would gain on it). */
 #define VMIG_AUTO_RANDOM_SHARE 0.9
