@@ -40,6 +40,7 @@ enum vmig_errcode {
     VMIG_EPEER = -11,     /* the peer reported a failure (message carries its reason) */
     VMIG_EEXIST = -12,    /* duplicate name or id */
     VMIG_ENOENT = -13,    /* unknown name or id */
+    VMIG_EAGAIN = -14,    /* a queue is full for now (an accelerator's): retry or do it here */
 };
 
 #define VMIG_ERROR_MSG_MAX 512

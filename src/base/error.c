@@ -35,6 +35,8 @@ const char *vmig_strerror(int code)
         return "already exists";
     case VMIG_ENOENT:
         return "not found";
+    case VMIG_EAGAIN:
+        return "busy, try again";
     }
     return "unknown error";
 }
