@@ -44,7 +44,7 @@ tsan: deps
 	[ -f build-tsan/build.ninja ] || CC=clang $(MESON) setup build-tsan \
 	    -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false >/dev/null
 	ninja -C build-tsan
-	TSAN_OPTIONS=halt_on_error=1 ./scripts/run-tests.py build-tsan --suite e2e
+	TSAN_OPTIONS=halt_on_error=1 ./scripts/run-tests.py build-tsan --suite e2e --suite threads
 
 # libFuzzer: each target for FUZZ_SECONDS on its corpus (new finds go to corpus-new/).
 fuzz: deps
