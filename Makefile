@@ -3,14 +3,14 @@
 #                processes on this machine (without KVM: a synthetic 4 GiB live workload)
 #   make check   build, then run the whole test suite
 # Other targets: build, asan, tsan, fuzz, fuzz-long, qpl-check, bench, bench-live, bench-minivm,
-# bench-compress, format, clean.
+# bench-compress, bench-accel, format, clean.
 
 BUILD    ?= build
 MESON    ?= meson
 FUZZ_SECONDS ?= 60
 DEMO_SIZE ?= 2G
 
-.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm bench-compress format clean qpl-check
+.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm bench-compress bench-accel format clean qpl-check
 
 all: build
 
@@ -80,6 +80,11 @@ bench-live: build
 # needs root) and plain loopback: bench/run_compress.py.
 bench-compress: build
 	./bench/run_compress.py $(BUILD)
+
+# Zero-page detection through the DSA pipeline (accel=dsa-model) against the
+# CPU path on loopback: time ratio and channel-thread CPU (bench/run_accel.py).
+bench-accel: build
+	./bench/run_accel.py $(BUILD)
 
 # deflate-page's IAA hardware path (src/codec/deflate_qpl.c and the codec's
 # use of it), compiled syntax-only against the declarations-only stub of Intel

@@ -65,6 +65,17 @@ enum vmig_zero_detect {
     VMIG_ZERO_CHANNEL = 2, /* checked by each channel thread (default) */
 };
 
+/* What checks zero pages with zero-page-detection=channel. */
+enum vmig_accel_kind {
+    VMIG_ACCEL_CPU = 0,       /* SIMD on the channel threads */
+    VMIG_ACCEL_DSA = 1,       /* Intel DSA work queues (accel-path), in async batches */
+    VMIG_ACCEL_DSA_MODEL = 2, /* a software model of a DSA work queue (tests, benchmarks) */
+    VMIG_ACCEL_AUTO = 3,      /* dsa when a usable work queue exists, else cpu (default) */
+};
+#define VMIG_ACCEL_PATH_MAX 256
+/* "cpu", "dsa", "dsa-model", "auto"; "unknown" otherwise. */
+const char *vmig_accel_kind_name(uint32_t kind);
+
 enum vmig_verify {
     VMIG_VERIFY_OFF = 0, /* no end-of-migration digest check */
     VMIG_VERIFY_ON = 1,  /* digest built page by page as pages land (default) */
@@ -159,6 +170,9 @@ typedef struct vmig_params {
     uint32_t zlib_level;   /* 1..9; default 1 */
     uint32_t zstd_level;   /* 1..19; default 1 */
     uint32_t deflate_path; /* enum vmig_deflate_path; default auto */
+    /* Zero-page detection offload (source only). */
+    uint32_t accel;                       /* enum vmig_accel_kind; default auto */
+    char accel_path[VMIG_ACCEL_PATH_MAX]; /* work queues: "dsa:/dev/dsa/wq0.0 ..."; "" any */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -315,6 +329,7 @@ enum vmig_event_type {
     VMIG_EVENT_THROTTLE = 2,   /* the throttle changed */
     VMIG_EVENT_SWITCHOVER = 3, /* the VM is stopped; the last pass starts */
     VMIG_EVENT_DONE = 4,       /* the migration ended (stats hold the outcome) */
+    VMIG_EVENT_NOTICE = 5,     /* something the user should know (message), once */
 };
 
 typedef struct vmig_event {
@@ -326,6 +341,7 @@ typedef struct vmig_event {
     uint64_t expected_downtime_ns; /* remaining_bytes / bandwidth + dirty-sync time */
     uint32_t throttle_pct;         /* current throttle */
     int32_t result;                /* DONE: 0 or the VMIG_E* code */
+    const char *message;           /* NOTICE: one sentence, valid during the call */
 } vmig_event;
 
 /* Called on the migrating thread; it may call vmig_stats_get() and
@@ -390,7 +406,27 @@ typedef struct vmig_channel_stats {
     uint64_t bytes;   /* bytes on the wire (headers included) */
     uint64_t packets; /* RAM packets */
     uint64_t busy_ns; /* time spent preparing, sending or receiving packets */
+    uint64_t cpu_ns;  /* CPU time of the channel's thread */
 } vmig_channel_stats;
+
+/* Zero-page detection on the channels (source). Every page the channels
+ * classified is counted once in dev_pages, cpu_pages or untouched. */
+typedef struct vmig_accel_stats {
+    char engine[160];       /* "cpu (...)", "DSA wq0.0 (dedicated, 128 entries)"; "" unused */
+    uint64_t batches;       /* batches the device accepted */
+    uint64_t dev_pages;     /* pages the device answered */
+    uint64_t cpu_pages;     /* pages the channel threads checked themselves */
+    uint64_t tail_pages;    /* of those, taken from the tail of a batch the device was behind on */
+    uint64_t faults;        /* pages the device stopped at a page fault */
+    uint64_t untouched;     /* never touched (pagemap, before submission or at a fault):
+                             * zero without reading them */
+    uint64_t retries;       /* submissions a full queue refused */
+    uint64_t fallbacks;     /* packets checked whole on the CPU (queue full, device failed) */
+    uint64_t late;          /* batches the CPU finished before the device did */
+    uint64_t device_cpu_ns; /* host CPU the device itself used (dsa-model's thread) */
+    uint32_t failed;        /* 1: the device failed; the CPU checked the rest */
+    char note[256];         /* why auto chose the CPU, or how the device failed */
+} vmig_accel_stats;
 
 typedef struct vmig_codec_stats {
     uint64_t packets;   /* RAM packets with this codec */
@@ -430,6 +466,7 @@ typedef struct vmig_stats {
      * destination: what it decoded. Zero-page-only packets count as none. */
     vmig_codec_stats codec[VMIG_CODEC_COUNT];
     char deflate_path[64]; /* "software (hardware path not built)"; "" when unused */
+    vmig_accel_stats accel;
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

@@ -61,6 +61,9 @@ int vmig_dsa_model_create(const vmig_dsa_model_params *p, vmig_dsa_model **out, 
 void vmig_dsa_model_free(vmig_dsa_model *m);
 /* The portal write. Thread-safe. 0, or VMIG_EAGAIN when the queue is full. */
 int vmig_dsa_model_submit(vmig_dsa_model *m, const struct dsa_hw_desc *d);
+/* CPU time the model's thread has used so far (what the device's work
+ * costs here; a real device costs the host none of it). Thread-safe. */
+uint64_t vmig_dsa_model_cpu_ns(const vmig_dsa_model *m);
 
 #endif /* VMIG_HAVE_IDXD_H */
 #endif /* VMIG_DSA_MODEL_H */

@@ -6,7 +6,7 @@
 
 #include "../base/base.h"
 
-typedef enum { P_UINT, P_SIZE, P_ENUM, P_CODEC } param_kind;
+typedef enum { P_UINT, P_SIZE, P_ENUM, P_CODEC, P_STR } param_kind;
 
 /* What the user reads: names, accepted values, defaults, help. */
 static const vmig_param_info infos[] = {
@@ -60,6 +60,17 @@ static const vmig_param_info infos[] = {
      "source and destination: where deflate-page runs: the IAA hardware path through Intel QPL "
      "when built and a device opens, else the software path (ISA-L); 'hardware' falls back to "
      "software and says why"},
+    {"accel", "auto|cpu|dsa|dsa-model", "auto",
+     "source, with zero-page-detection=channel: what checks zero pages: the channel threads' "
+     "SIMD code (cpu), Intel DSA work queues in async batches (dsa: each channel submits the "
+     "next packet's batch before it sends the current one, and checks pages from a batch's "
+     "tail itself while the device is behind), a software model of such a queue (dsa-model: "
+     "tests and benchmarks), or auto: dsa when a usable work queue exists, else cpu"},
+    {"accel-path", "queues", "(any)",
+     "source: the work queues accel uses, separated by blanks or commas: "
+     "dsa:/dev/dsa/wqD.Q (channel i uses queue i mod n; default: the first enabled user queue, "
+     "dedicated preferred) or, for dsa-model, model[:depth=N:latency=T:full-every=N:"
+     "fault-every=N:error-after=N:reorder=1:residency=0]"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -80,6 +91,7 @@ static const char *const dirty_names[] = {"auto",     "none",    "callback", "wp
 static const char *const on_limit_names[] = {"fail", "switch", NULL};
 static const char *const throttle_names[] = {"off", "ladder", "adaptive", NULL};
 static const char *const deflate_path_names[] = {"auto", "software", "hardware", NULL};
+static const char *const accel_names[] = {"cpu", "dsa", "dsa-model", "auto", NULL};
 
 #define FIELD(f) offsetof(vmig_params, f), sizeof(((vmig_params *)0)->f)
 
@@ -105,6 +117,8 @@ static const param_spec specs[] = {
     {P_UINT, FIELD(zlib_level), 1, 9, NULL},
     {P_UINT, FIELD(zstd_level), 1, 19, NULL},
     {P_ENUM, FIELD(deflate_path), 0, 2, deflate_path_names},
+    {P_ENUM, FIELD(accel), 0, 3, accel_names},
+    {P_STR, FIELD(accel_path), 0, 0, NULL},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 
@@ -132,6 +146,7 @@ void vmig_params_init(vmig_params *p)
     p->zlib_level = 1;
     p->zstd_level = 1;
     p->deflate_path = VMIG_DEFLATE_PATH_AUTO;
+    p->accel = VMIG_ACCEL_AUTO;
 }
 
 /* A parameter's field, read or written at its width (4 or 8 bytes). */
@@ -164,6 +179,12 @@ int vmig_params_check(const vmig_params *p, vmig_error *err)
 {
     for (size_t i = 0; i < VMIG_ARRAY_SIZE(specs); i++) {
         const param_spec *d = &specs[i];
+        if (d->kind == P_STR) {
+            if (!memchr((const uint8_t *)p + d->offset, 0, d->width))
+                return vmig_error_set(err, VMIG_EINVAL, "parameter %s: not NUL-terminated",
+                                      infos[i].name);
+            continue;
+        }
         uint64_t v = field_load(p, d);
         if (d->kind == P_CODEC && v == VMIG_COMPRESSION_AUTO)
             continue;
@@ -178,6 +199,11 @@ int vmig_params_check(const vmig_params *p, vmig_error *err)
 const char *vmig_dirty_track_name(uint32_t mode)
 {
     return mode < VMIG_ARRAY_SIZE(dirty_names) - 1 ? dirty_names[mode] : "unknown";
+}
+
+const char *vmig_accel_kind_name(uint32_t kind)
+{
+    return kind < VMIG_ARRAY_SIZE(accel_names) - 1 ? accel_names[kind] : "unknown";
 }
 
 const vmig_param_info *vmig_params_table(void)
@@ -233,6 +259,15 @@ int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_er
             continue;
         uint64_t v = 0;
         bool ok = false;
+        if (d->kind == P_STR) {
+            size_t len = strlen(value);
+            if (len >= d->width)
+                return vmig_error_set(err, VMIG_EINVAL,
+                                      "parameter %s: '%.40s...' is too long (%zu bytes, limit %zu)",
+                                      name, value, len, d->width - 1);
+            memcpy((uint8_t *)p + d->offset, value, len + 1);
+            return 0;
+        }
         if (d->kind == P_ENUM) {
             for (unsigned k = 0; d->names[k]; k++)
                 if (!strcmp(d->names[k], value)) {

@@ -340,6 +340,8 @@ void vmig_control_send_error(vmig_session *s, int code, const char *msg)
 
 void vmig_session_reset_run(vmig_session *s)
 {
+    if (s->role == VMIG_ROLE_SOURCE)
+        vmig_source_accel_end(s);
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
         vmig_conn_close(c->conn);
@@ -347,9 +349,14 @@ void vmig_session_reset_run(vmig_session *s)
         free(c->hdr);
         free(c->iov);
         free(c->offsets);
+        free(c->zbufs);
+        free(c->zbufs_next);
+        free(c->zres);
         c->hdr = NULL;
         c->iov = NULL;
         c->offsets = NULL;
+        c->zbufs = c->zbufs_next = NULL;
+        c->zres = NULL;
         for (int j = 0; j < VMIG_QUEUE_DEPTH; j++) {
             free(c->jobs[j].offsets);
             c->jobs[j].offsets = NULL;
@@ -392,6 +399,8 @@ static void run_begin(vmig_session *s)
     s->st_expected_ns = s->st_downtime_ns = s->st_sync_ns = 0;
     memset(s->st_codec, 0, sizeof(s->st_codec));
     s->deflate_desc[0] = 0;
+    memset(&s->st_accel, 0, sizeof(s->st_accel));
+    s->accel_noticed = false;
     s->dest_codecs = 1u << VMIG_CODEC_NONE;
     s->auto_mask = 1u << VMIG_CODEC_NONE;
     s->pages_volatile = 0;
@@ -454,6 +463,7 @@ int vmig_migrate(vmig_session *s, const char *uri, vmig_error *err)
     int rc = vmig_source_run(s, uri);
     rc = vmig_session_finish(s, rc, err);
     vmig_session_reset_run(s);
+    vmig_source_accel_notice(s);
     if (s->event_cb) {
         vmig_event ev = {.type = VMIG_EVENT_DONE,
                          .pass = __atomic_load_n(&s->st_pass, __ATOMIC_RELAXED),
@@ -567,8 +577,12 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
         o->ch[i].bytes = LD(s->ch[i].st_bytes);
         o->ch[i].packets = LD(s->ch[i].st_packets);
         o->ch[i].busy_ns = LD(s->ch[i].st_busy_ns);
+        o->ch[i].cpu_ns = LD(s->ch[i].st_cpu_ns);
         o->cpu_ns += LD(s->ch[i].st_cpu_ns);
     }
+    if (s->role == VMIG_ROLE_SOURCE)
+        vmig_source_accel_stats(s, &o->accel);
+    o->cpu_ns += o->accel.device_cpu_ns;
     o->ram_bytes = LD(s->st_ram_bytes);
     o->dirty_track = LD(s->dirty_mode);
     o->pass = LD(s->st_pass);

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "../accel/accel.h"
 #include "../base/base.h"
 #include "../codec/codec.h"
 #include "../ram/zero.h"
@@ -49,6 +50,7 @@ typedef struct vmig_block {
     uint32_t track_idx;   /* region index in the built-in tracker */
     uint64_t zero_hash;   /* vmig_zero_page_hash(page_size) */
     uint32_t hello_index; /* destination: position in the source's HELLO */
+    bool anon_private;    /* source: private anonymous memory (vma.h), for accel */
 } vmig_block;
 
 /* One unit of work handed to a source channel thread. */
@@ -88,6 +90,12 @@ typedef struct vmig_channel {
     uint8_t *cbuf;
     size_t cbuf_cap;
     uint8_t **pages;
+    /* Source, zero-page-detection=channel: this channel's engine (accel.h),
+     * the page addresses of the packet being started ahead and of the one
+     * at hand, and the latter's answers. */
+    vmig_accel_chan *accel;
+    const void **zbufs_next, **zbufs;
+    uint8_t *zres;
     /* Statistics (atomics, readable from any thread). */
     uint64_t st_bytes, st_packets, st_busy_ns, st_cpu_ns;
     /* Source: the last pass whose SYNC this channel wrote (under s->lock). */
@@ -152,6 +160,13 @@ struct vmig_session {
     vmig_codec_stats st_codec[VMIG_CODEC_COUNT]; /* atomics */
     char deflate_desc[64];                       /* under lock; first context's describe() */
 
+    /* Zero-page detection offload (source): the engine of this run
+     * (pointer under lock; NULL outside a run), the statistics it left at
+     * its end, and whether the caller was told of a device failure. */
+    vmig_accel *accel;
+    vmig_accel_stats st_accel; /* under lock */
+    bool accel_noticed;
+
     /* Statistics (atomics). */
     uint64_t start_ns, end_ns, total_bytes;
     uint64_t st_wire_bytes, st_ram_bytes, st_normal, st_zero, st_packets, st_verify_ns;
@@ -194,6 +209,16 @@ int vmig_channel_cbuf(vmig_channel *c, size_t len, vmig_error *err);
 /* Account one packet of `codec` in s->st_codec. */
 void vmig_codec_stat(vmig_session *s, uint32_t codec, uint32_t pages, uint64_t in, uint64_t out,
                      uint64_t ns);
+
+/* Source: fill *o with the zero-page offload's statistics (live or final).
+ * Takes s->lock. */
+void vmig_source_accel_stats(vmig_session *s, vmig_accel_stats *o);
+/* Source: free the channels' engines and close the device (after the
+ * channel threads are joined), keeping the statistics. */
+void vmig_source_accel_end(vmig_session *s);
+/* Source: a NOTICE event for a device failure not reported yet (caller's
+ * thread). */
+void vmig_source_accel_notice(vmig_session *s);
 
 /* Channel statistics. */
 static inline void vmig_stat_add(uint64_t *ctr, uint64_t v)

@@ -15,6 +15,7 @@
 
 #include "../ram/digest.h"
 #include "../ram/dirty.h"
+#include "../ram/vma.h"
 #include "precopy.h"
 #include "session.h"
 
@@ -33,6 +34,45 @@ static uint32_t partition_zero(const vmig_session *s, const vmig_block *b, uint6
     uint32_t nn = 0, nz = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (is_zero(b->host + offs[i], b->page_size))
+            scratch[nz++] = offs[i];
+        else
+            offs[nn++] = offs[i];
+    }
+    memcpy(offs + nn, scratch, sizeof(uint64_t) * nz);
+    return nn;
+}
+
+/* The page addresses of job j, into bufs. */
+static void job_bufs(const vmig_session *s, const vmig_job *j, const void **bufs)
+{
+    const vmig_block *b = &s->blocks[j->block];
+    for (uint32_t i = 0; i < j->npages; i++)
+        bufs[i] = b->host + j->offsets[i];
+}
+
+/*
+ * partition_zero() through the channel's engine (accel.h): the answers of
+ * the batch started for this packet, or of the CPU for what the device has
+ * not answered. `next`, when set, is the job after this one in the queue:
+ * its batch goes to the device first, so that the device works on it while
+ * this packet is being sent.
+ */
+static uint32_t partition_accel(vmig_channel *c, const vmig_job *job, const vmig_job *next,
+                                uint64_t *offs, uint32_t n, uint64_t *scratch)
+{
+    vmig_session *s = c->s;
+    const vmig_block *b = &s->blocks[job->block];
+    if (next) {
+        job_bufs(s, next, c->zbufs_next);
+        const vmig_block *nb = &s->blocks[next->block];
+        vmig_accel_chan_start(c->accel, next->seq, c->zbufs_next, next->npages, nb->page_size,
+                              nb->anon_private);
+    }
+    job_bufs(s, job, c->zbufs);
+    vmig_accel_chan_finish(c->accel, job->seq, c->zbufs, n, b->page_size, b->anon_private, c->zres);
+    uint32_t nn = 0, nz = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (c->zres[i])
             scratch[nz++] = offs[i];
         else
             offs[nn++] = offs[i];
@@ -96,7 +136,7 @@ static int encode_pages(vmig_channel *c, const vmig_block *b, uint32_t codec, co
     return 0;
 }
 
-static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
+static int send_ram(vmig_channel *c, vmig_job *job, const vmig_job *next, vmig_error *err)
 {
     vmig_session *s = c->s;
     vmig_block *b = &s->blocks[job->block];
@@ -106,10 +146,17 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_error *err)
     /* Memory the guest never touched reads as zero but is not mapped yet:
      * one populate call maps the whole packet's holes (the kernel's zero
      * page) instead of a read fault per page. Costs a page-table walk
-     * when everything is mapped already. A failure only means faults. */
-    madvise(b->host + offs[0], (size_t)(offs[n - 1] - offs[0]) + b->page_size, MADV_POPULATE_READ);
+     * when everything is mapped already. A failure only means faults.
+     * Not with a device: it reports such a page as a fault, which answers
+     * it without mapping anything (accel.c). */
+    bool device = c->accel && !vmig_accel_inline(s->accel);
+    if (!device)
+        madvise(b->host + offs[0], (size_t)(offs[n - 1] - offs[0]) + b->page_size,
+                MADV_POPULATE_READ);
     if (job->classified)
         nn = job->nnormal;
+    else if (c->accel)
+        nn = partition_accel(c, job, device ? next : NULL, offs, n, c->offsets);
     else if (s->p.zero_detect == VMIG_ZERO_CHANNEL)
         nn = partition_zero(s, b, offs, n, c->offsets);
 
@@ -217,11 +264,16 @@ static void *src_channel_main(void *arg)
             break;
         }
         vmig_job *job = &c->jobs[c->head];
+        /* The producer filled the next slot before it counted it and leaves
+         * it alone until this thread frees it: readable without the lock. */
+        vmig_job *next = c->count >= 2 ? &c->jobs[(c->head + 1) % VMIG_QUEUE_DEPTH] : NULL;
+        if (next && (next->type != VMIG_JOB_RAM || next->classified))
+            next = NULL;
         pthread_mutex_unlock(&s->lock);
 
         uint64_t t0 = vmig_now_ns();
         vmig_error e = {0};
-        int rc = job->type == VMIG_JOB_RAM ? send_ram(c, job, &e) : send_marker(c, job, &e);
+        int rc = job->type == VMIG_JOB_RAM ? send_ram(c, job, next, &e) : send_marker(c, job, &e);
         uint8_t type = job->type;
         vmig_stat_add(&c->st_busy_ns, vmig_now_ns() - t0);
         __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
@@ -421,13 +473,134 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
         c->iov = malloc(sizeof(struct iovec) * (pp + 1));
         c->offsets = malloc(sizeof(uint64_t) * pp);
         c->pages = malloc(sizeof(uint8_t *) * pp);
-        bool ok = c->hdr && c->iov && c->offsets && c->pages;
+        c->zbufs = malloc(sizeof(void *) * pp);
+        c->zbufs_next = malloc(sizeof(void *) * pp);
+        c->zres = malloc(pp);
+        bool ok =
+            c->hdr && c->iov && c->offsets && c->pages && c->zbufs && c->zbufs_next && c->zres;
         for (int j = 0; j < VMIG_QUEUE_DEPTH && ok; j++)
             ok = (c->jobs[j].offsets = malloc(sizeof(uint64_t) * pp)) != NULL;
         if (!ok)
             return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u buffers", i);
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* zero-page detection offload                                         */
+
+/* The engine of this run (zero-page-detection=channel) and one per
+ * channel. accel=auto opens DSA when it can and says why not otherwise;
+ * a backend asked for by name that cannot open fails the migration before
+ * it starts. The engine checks pages of the first block's size; packets of
+ * blocks with another page size go to the CPU (counted as fallbacks). */
+static int accel_setup(vmig_session *s, vmig_error *err)
+{
+    if (s->p.zero_detect != VMIG_ZERO_CHANNEL)
+        return 0;
+    vmig_accel_conf conf = {
+        .path = s->p.accel_path,
+        .channels = s->nch,
+        .max_jobs = s->p.packet_pages,
+        .len = s->blocks[0].page_size,
+        .cpu = s->zero->fn,
+    };
+    char note[sizeof(s->st_accel.note)] = "";
+    vmig_accel *a = NULL;
+    vmig_error e = {0};
+    if (s->p.accel == VMIG_ACCEL_AUTO) {
+        if (vmig_accel_open(vmig_accel_find("dsa"), &conf, &a, &e))
+            snprintf(note, sizeof(note), "accel=auto: %.200s; the CPU checks zero pages", e.msg);
+        if (!a && vmig_accel_open(vmig_accel_find("cpu"), &conf, &a, err))
+            return err ? err->code : VMIG_ENOMEM;
+    } else {
+        const char *name = vmig_accel_kind_name(s->p.accel);
+        int rc = vmig_accel_open(vmig_accel_find(name), &conf, &a, &e);
+        if (rc)
+            return vmig_error_set(err, rc, "accel=%s: %s", name, e.msg);
+    }
+    char engine[sizeof(s->st_accel.engine)];
+    if (vmig_accel_inline(a))
+        snprintf(engine, sizeof(engine), "cpu (%s, inline on the channel threads)", s->zero->name);
+    else
+        vmig_accel_describe(a, engine, sizeof(engine));
+    pthread_mutex_lock(&s->lock);
+    s->accel = a;
+    snprintf(s->st_accel.engine, sizeof(s->st_accel.engine), "%s", engine);
+    snprintf(s->st_accel.note, sizeof(s->st_accel.note), "%s", note);
+    pthread_mutex_unlock(&s->lock);
+    for (uint32_t i = 0; i < s->nblocks; i++)
+        s->blocks[i].anon_private =
+            !vmig_accel_inline(a) && vmig_vma_private_anon(s->blocks[i].host, s->blocks[i].length);
+    for (uint32_t i = 0; i < s->nch; i++) {
+        int rc = vmig_accel_chan_create(a, i, &s->ch[i].accel, &e);
+        if (rc)
+            return vmig_error_set(err, rc, "channel %u: %s", i, e.msg);
+    }
+    return 0;
+}
+
+static void accel_fill(vmig_accel *a, vmig_accel_stats *o)
+{
+    vmig_accel_counters k;
+    vmig_accel_counters_get(a, &k);
+    o->batches = k.batches;
+    o->dev_pages = k.dev_pages;
+    o->cpu_pages = k.cpu_pages;
+    o->tail_pages = k.tail_pages;
+    o->faults = k.faults;
+    o->untouched = k.untouched;
+    o->retries = k.retries;
+    o->fallbacks = k.fallbacks;
+    o->late = k.late;
+    o->device_cpu_ns = vmig_accel_device_cpu_ns(a);
+    const char *why = vmig_accel_failure(a);
+    if (why) {
+        o->failed = 1;
+        snprintf(o->note, sizeof(o->note), "%s", why);
+    }
+}
+
+void vmig_source_accel_stats(vmig_session *s, vmig_accel_stats *o)
+{
+    pthread_mutex_lock(&s->lock);
+    *o = s->st_accel;
+    if (s->accel)
+        accel_fill(s->accel, o);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void vmig_source_accel_end(vmig_session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    vmig_accel *a = s->accel;
+    pthread_mutex_unlock(&s->lock);
+    for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
+        vmig_accel_chan_free(s->ch[i].accel); /* reclaims late batches */
+        s->ch[i].accel = NULL;
+    }
+    if (!a)
+        return;
+    pthread_mutex_lock(&s->lock);
+    accel_fill(a, &s->st_accel);
+    s->accel = NULL;
+    pthread_mutex_unlock(&s->lock);
+    vmig_accel_close(a);
+}
+
+void vmig_source_accel_notice(vmig_session *s)
+{
+    if (!s->event_cb || s->accel_noticed)
+        return;
+    vmig_accel_stats st;
+    vmig_source_accel_stats(s, &st);
+    if (!st.failed)
+        return;
+    s->accel_noticed = true;
+    vmig_event ev = {.type = VMIG_EVENT_NOTICE,
+                     .pass = __atomic_load_n(&s->st_pass, __ATOMIC_RELAXED),
+                     .message = st.note};
+    s->event_cb(s->event_opaque, s, &ev);
 }
 
 /* auto's view of what held TCP back, summed over the data channels. */
@@ -601,6 +774,7 @@ static void emit(vmig_session *s, uint32_t type, const live *L, uint32_t pass, i
 {
     if (!s->event_cb)
         return;
+    vmig_source_accel_notice(s);
     vmig_event ev = {
         .type = type,
         .pass = pass,
@@ -942,8 +1116,10 @@ int vmig_source_run(vmig_session *s, const char *uri)
     if (s->p.compression != VMIG_COMPRESSION_AUTO &&
         (rc = vmig_codec_available(s->p.compression, &e)))
         goto fail;
+    /* The offload engine before any connection: a device asked for that
+     * cannot be used fails the migration before the peer hears of it. */
     if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, false, &e)) ||
-        (rc = dirty_setup(s, &e)))
+        (rc = accel_setup(s, &e)) || (rc = dirty_setup(s, &e)))
         goto fail;
 
     /* Control channel: handshake, HELLO, then READY (or the destination's reason). */

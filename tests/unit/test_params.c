@@ -102,7 +102,35 @@ int main(void)
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 21, "table has %d entries", n);
+    CHECK(n == 23, "table has %d entries", n);
+
+    /* Zero-page offload: the backend, and accel-path's length limit. */
+    vmig_params_init(&p);
+    CHECK(p.accel == VMIG_ACCEL_AUTO && p.accel_path[0] == 0, "accel defaults");
+    static const char *const accel_names[] = {"cpu", "dsa", "dsa-model", "auto"};
+    for (uint32_t k = 0; k < 4; k++)
+        CHECK(set(&p, "accel", accel_names[k]) == 0 && p.accel == k &&
+                  !strcmp(vmig_accel_kind_name(k), accel_names[k]),
+              "accel %s", accel_names[k]);
+    CHECK(!strcmp(vmig_accel_kind_name(4), "unknown"), "accel name 4");
+    CHECK(set(&p, "accel", "iaa") == VMIG_EINVAL, "accel iaa");
+    char path[VMIG_ACCEL_PATH_MAX + 1];
+    memset(path, 'x', sizeof(path));
+    path[VMIG_ACCEL_PATH_MAX - 1] = 0; /* the longest that fits */
+    CHECK(set(&p, "accel-path", path) == 0 && strlen(p.accel_path) == VMIG_ACCEL_PATH_MAX - 1,
+          "accel-path of %d bytes", VMIG_ACCEL_PATH_MAX - 1);
+    path[VMIG_ACCEL_PATH_MAX - 1] = 'x';
+    path[VMIG_ACCEL_PATH_MAX] = 0;
+    CHECK(set(&p, "accel-path", path) == VMIG_EINVAL &&
+              strlen(p.accel_path) == VMIG_ACCEL_PATH_MAX - 1,
+          "accel-path of %d bytes accepted", VMIG_ACCEL_PATH_MAX);
+    CHECK(set(&p, "accel-path", "dsa:/dev/dsa/wq0.0 dsa:/dev/dsa/wq1.0") == 0 &&
+              !strcmp(p.accel_path, "dsa:/dev/dsa/wq0.0 dsa:/dev/dsa/wq1.0"),
+          "accel-path list");
+    memset(p.accel_path, 'y', sizeof(p.accel_path)); /* no terminator */
+    vmig_session *bad = NULL;
+    CHECK(vmig_session_create(&bad, VMIG_ROLE_SOURCE, &p, NULL) == VMIG_EINVAL && !bad,
+          "unterminated accel-path accepted");
 
     /* Compression: codec names, auto, levels, the deflate path. */
     vmig_params_init(&p);

@@ -485,6 +485,8 @@ static void event_cb(void *opaque, vmig_session *s, const vmig_event *ev)
 {
     (void)s;
     const struct run_opts *ro = opaque;
+    if (ev->type == VMIG_EVENT_NOTICE && ev->message && !ro->o.quiet)
+        fprintf(stderr, "minivm: notice: %s\n", ev->message);
     if (ro->o.quiet || ro->o.progress > 0 || (ro->o.progress < 0 && isatty(2)))
         return;
     if (ev->type == VMIG_EVENT_PASS)

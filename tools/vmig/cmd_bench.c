@@ -52,6 +52,8 @@ static void bench_help(FILE *f)
                "      --size SIZE         image size, K/M/G suffixes (default 4G)\n"
                "      --mix Z/T/R         zero/text/random percentages (default 50/25/25)\n"
                "      --seed N            seed of the image (default 1)\n"
+               "      --touch-zero        write the zero pages too (a guest that zeroed its\n"
+               "                          memory); by default they are never touched\n"
                "      --cold              destination memory never touched before (default): a\n"
                "                          new file in --dest-dir, pages allocated as data lands\n"
                "      --prefault          populate the destination file before the migration\n"
@@ -95,6 +97,7 @@ typedef struct bench_cfg {
     uint64_t size;
     struct vmig_mix_params mix;
     bool prefault;
+    bool touch_zero;
     bool unix_sock;
     const char *dest_dir;
     const char *netns_src, *netns_dst; /* NULL: stay in this one */
@@ -359,6 +362,8 @@ int cmd_bench(int argc, char **argv)
                 fprintf(stderr, "vmig bench: bad --seed '%s'\n", v);
                 return CLI_EXIT_USAGE;
             }
+        } else if (!strcmp(a, "--touch-zero")) {
+            c.touch_zero = true;
         } else if (!strcmp(a, "--cold")) {
             c.prefault = false;
         } else if (!strcmp(a, "--prefault")) {
@@ -521,7 +526,9 @@ int cmd_bench(int argc, char **argv)
                 (unsigned long long)c.mix.seed);
     double g0 = now_s();
     uint8_t *img = mmap(NULL, c.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    int rc = img == MAP_FAILED ? -ENOMEM : vmig_mix_fill(&c.mix, img, c.size, 0, 0);
+    int rc = img == MAP_FAILED
+                 ? -ENOMEM
+                 : vmig_mix_fill(&c.mix, img, c.size, 0, c.touch_zero ? VMIG_MIX_WRITE_ZEROS : 0);
     if (rc) {
         fprintf(stderr, "vmig bench: cannot generate the image: %s\n", strerror(-rc));
         receiver_kill(&c, child);

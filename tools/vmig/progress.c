@@ -193,10 +193,20 @@ static void draw(const vmig_stats *st, const char *label)
             vmig_state_name(st->state), secs);
 }
 
+/* Notices (a device that failed mid-run, say) go to stderr as they come. */
+static void on_event(void *opaque, vmig_session *s, const vmig_event *ev)
+{
+    (void)s;
+    const cli_opts *o = opaque;
+    if (ev->type == VMIG_EVENT_NOTICE && ev->message && !o->quiet)
+        fprintf(stderr, "\nvmig: notice: %s\n", ev->message);
+}
+
 int cli_run(vmig_session *s, cli_run_fn fn, void *arg, const cli_opts *o, const char *label,
             vmig_error *err)
 {
     run_ctx r = {.s = s, .fn = fn, .arg = arg};
+    vmig_set_event_cb(s, on_event, (void *)o);
     struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
@@ -265,6 +275,42 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+static void json_accel(const vmig_accel_stats *a)
+{
+    printf(",\"accel\":{\"engine\":");
+    json_string(stdout, a->engine);
+    printf(",\"batches\":%llu,\"device_pages\":%llu,\"cpu_pages\":%llu,\"tail_pages\":%llu,"
+           "\"faults\":%llu,\"untouched\":%llu,\"retries\":%llu,\"fallbacks\":%llu,"
+           "\"late\":%llu,\"device_cpu_seconds\":%.3f,\"failed\":%s,\"note\":",
+           (unsigned long long)a->batches, (unsigned long long)a->dev_pages,
+           (unsigned long long)a->cpu_pages, (unsigned long long)a->tail_pages,
+           (unsigned long long)a->faults, (unsigned long long)a->untouched,
+           (unsigned long long)a->retries, (unsigned long long)a->fallbacks,
+           (unsigned long long)a->late, (double)a->device_cpu_ns / 1e9,
+           a->failed ? "true" : "false");
+    json_string(stdout, a->note);
+    printf("}");
+}
+
+/* Who checked the zero pages, when a device did some of it. */
+static void print_accel(const vmig_accel_stats *a)
+{
+    if (!a->engine[0])
+        return;
+    printf("  %-22s %s\n", "zero-page check", a->engine);
+    if (a->batches || a->dev_pages || a->faults || a->untouched)
+        printf("  %-22s %llu pages by the device in %llu batches, %llu by the CPU (%llu from "
+               "batch tails), %llu never touched (zero, not read); %llu faults, %llu retries, "
+               "%llu fallbacks, %llu late batches; device thread %.3f s CPU\n",
+               "", (unsigned long long)a->dev_pages, (unsigned long long)a->batches,
+               (unsigned long long)a->cpu_pages, (unsigned long long)a->tail_pages,
+               (unsigned long long)a->untouched, (unsigned long long)a->faults,
+               (unsigned long long)a->retries, (unsigned long long)a->fallbacks,
+               (unsigned long long)a->late, (double)a->device_cpu_ns / 1e9);
+    if (a->note[0])
+        printf("  %-22s %s\n", "", a->note);
+}
+
 /* One line per codec that carried pages: share, ratio, time in the codec. */
 static void print_codecs(const vmig_stats *st, bool receiver)
 {
@@ -316,9 +362,11 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
                (unsigned long long)st->dirty_pages, (double)st->downtime_ns / 1e9,
                st->throttle_max_pct, st->forced ? "true" : "false", (double)st->sync_ns / 1e9);
         for (uint32_t i = 0; i < st->channels; i++)
-            printf("%s{\"bytes\":%llu,\"packets\":%llu,\"busy_seconds\":%.3f}", i ? "," : "",
-                   (unsigned long long)st->ch[i].bytes, (unsigned long long)st->ch[i].packets,
-                   (double)st->ch[i].busy_ns / 1e9);
+            printf("%s{\"bytes\":%llu,\"packets\":%llu,\"busy_seconds\":%.3f,"
+                   "\"cpu_seconds\":%.3f}",
+                   i ? "," : "", (unsigned long long)st->ch[i].bytes,
+                   (unsigned long long)st->ch[i].packets, (double)st->ch[i].busy_ns / 1e9,
+                   (double)st->ch[i].cpu_ns / 1e9);
         printf("],\"codecs\":{");
         for (uint32_t k = 0, n = 0; k < VMIG_CODEC_COUNT; k++) {
             const vmig_codec_stats *c = &st->codec[k];
@@ -332,6 +380,8 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
         }
         printf("},\"deflate_path\":");
         json_string(stdout, st->deflate_path);
+        if (strcmp(role, "receiver"))
+            json_accel(&st->accel);
         printf("%s%s}\n", extra_json ? "," : "", extra_json ? extra_json : "");
         fflush(stdout);
         return;
@@ -360,6 +410,8 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
            (unsigned long long)st->zero_pages);
     printf("  %-22s %llu\n", "packets", (unsigned long long)st->packets);
     print_codecs(st, !strcmp(role, "receiver"));
+    if (strcmp(role, "receiver"))
+        print_accel(&st->accel);
     if (st->dirty_track != VMIG_DIRTY_NONE && strcmp(role, "receiver")) {
         printf("  %-22s %s, %u passes, %llu pages re-sent as dirty, syncs %.3f s\n",
                "live pre-copy", vmig_dirty_track_name(st->dirty_track), st->pass,
