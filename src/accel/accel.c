@@ -103,7 +103,15 @@ struct vmig_accel_chan {
     const void **dbufs; /* [max_jobs]: the pages given to the device */
     uint64_t *pm;       /* [PM_SPAN * max_jobs]: pagemap entries */
     uint8_t *pre;       /* [max_jobs]: precheck() of a packet the CPU takes whole */
+    /* Pacing: one packet in `every` goes to the device (1: all of them).
+     * Doubled while the device answers less than half of each batch before
+     * the CPU gets there, lowered while it answers nearly all (see
+     * pace()); `count` counts packets since the last one submitted. */
+    uint32_t every, count;
 };
+
+/* The most packets in a row the CPU takes before the device gets one. */
+#define PACE_MAX 16u
 
 #define COUNT(a, name, v) __atomic_fetch_add(&(a)->st.name, (v), __ATOMIC_RELAXED)
 
@@ -210,6 +218,7 @@ int vmig_accel_chan_create(vmig_accel *a, uint32_t chan, vmig_accel_chan **out, 
                               a->ops->name);
     c->a = a;
     c->chan = chan;
+    c->every = 1;
     uint32_t cap = a->conf.max_jobs;
     bool ok = (c->dbufs = malloc(sizeof(void *) * cap)) != NULL &&
               (c->pm = malloc(sizeof(uint64_t) * PM_SPAN * cap)) != NULL &&
@@ -382,9 +391,12 @@ static accel_slot *submit(vmig_accel_chan *c, uint64_t tag, const void *const *b
     vmig_accel *a = c->a;
     if (device_failed(a) || n == 0 || n > a->conf.max_jobs || len != a->conf.len)
         return NULL;
+    if (++c->count < c->every)
+        return NULL; /* paced: this one is the CPU's */
     accel_slot *s = slot_free_get(c);
     if (!s)
         return NULL;
+    c->count = 0;
     if (!s->batch) {
         vmig_error e = {0};
         if (a->ops->batch_create(a->dev, c->chan, a->conf.max_jobs, &s->batch, &e))
@@ -478,6 +490,25 @@ static void finish_on_cpu(vmig_accel_chan *c, const void *const *bufs, uint32_t 
     COUNT(a, fallbacks, 1);
 }
 
+/*
+ * After a batch: how much of it did the device answer before the CPU,
+ * walking from the tail, met it? A device that is given more than it can
+ * do in time works on pages the CPU then checks as well: on a device that
+ * costs the host nothing (hardware) this is harmless, on one that shares
+ * the host's cores (the model, or a device shared with other processes,
+ * whose queue is long) it is waste. Below half, the channel hands it half
+ * as many packets; above 7/8, twice as many.
+ */
+static void pace(vmig_accel_chan *c, uint32_t ndev, uint32_t by_cpu)
+{
+    if (!ndev)
+        return;
+    if (2 * by_cpu > ndev)
+        c->every = VMIG_MIN(2 * c->every, PACE_MAX);
+    else if (8 * by_cpu < ndev && c->every > 1)
+        c->every /= 2;
+}
+
 void vmig_accel_chan_finish(vmig_accel_chan *c, uint64_t tag, const void *const *bufs, uint32_t n,
                             uint32_t len, bool untouched_zero, uint8_t *zero)
 {
@@ -504,10 +535,12 @@ void vmig_accel_chan_finish(vmig_accel_chan *c, uint64_t tag, const void *const 
     COUNT(a, untouched, pre);
     /* Jobs [hi, ndev) are answered from the tail while the device works. */
     uint32_t hi = s->ndev, bd = 0;
+    uint32_t by_cpu = 0;
     while (s->busy && !slot_settle(c, s)) {
         if (hi == 0) {
             s->wanted = false; /* late: reclaimed by a later start() */
             COUNT(a, late, 1);
+            pace(c, s->ndev, by_cpu);
             return;
         }
         hi--;
@@ -517,11 +550,13 @@ void vmig_accel_chan_finish(vmig_accel_chan *c, uint64_t tag, const void *const 
             zero[i] = a->conf.cpu(bufs[i], len);
             COUNT(a, cpu_pages, 1);
             COUNT(a, tail_pages, 1);
+            by_cpu++;
         } else {
             resolve(a, st, bd, bufs[i], len, untouched_zero, &zero[i]);
         }
     }
     s->wanted = false;
+    pace(c, s->ndev, by_cpu);
     for (uint32_t j = 0; j < hi; j++) {
         enum vmig_accel_job st = a->ops->job(s->batch, j, &bd);
         resolve(a, st, bd, bufs[s->map[j]], len, untouched_zero, &zero[s->map[j]]);

@@ -111,8 +111,10 @@ typedef struct vmig_accel_chan vmig_accel_chan;
 
 /* Submissions refused by a full queue before the packet goes to the CPU. */
 #define VMIG_ACCEL_MAX_RETRY 32u
-/* Batches per channel: the one being finished, the next one and the ones
- * the device is late on. */
+/* Packets a channel hands to the device ahead of the one it finishes (its
+ * queue holds up to 3 more), and batches per channel: the one being
+ * finished, those ahead, and late ones. */
+#define VMIG_ACCEL_AHEAD 1u
 #define VMIG_ACCEL_SLOTS 6u
 
 /* Open backend `ops` (caller thread). */

@@ -53,20 +53,20 @@ static void job_bufs(const vmig_session *s, const vmig_job *j, const void **bufs
 /*
  * partition_zero() through the channel's engine (accel.h): the answers of
  * the batch started for this packet, or of the CPU for what the device has
- * not answered. `next`, when set, is the job after this one in the queue:
- * its batch goes to the device first, so that the device works on it while
- * this packet is being sent.
+ * not answered. ahead[0..nahead) are the jobs queued after this one: their
+ * batches go to the device first (those not started yet), so that the
+ * device works on them while this packet is being finished and sent.
  */
-static uint32_t partition_accel(vmig_channel *c, const vmig_job *job, const vmig_job *next,
-                                uint64_t *offs, uint32_t n, uint64_t *scratch)
+static uint32_t partition_accel(vmig_channel *c, const vmig_job *job, vmig_job *const *ahead,
+                                uint32_t nahead, uint64_t *offs, uint32_t n, uint64_t *scratch)
 {
     vmig_session *s = c->s;
     const vmig_block *b = &s->blocks[job->block];
-    if (next) {
-        job_bufs(s, next, c->zbufs_next);
-        const vmig_block *nb = &s->blocks[next->block];
-        vmig_accel_chan_start(c->accel, next->seq, c->zbufs_next, next->npages, nb->page_size,
-                              nb->anon_private);
+    for (uint32_t k = 0; k < nahead; k++) {
+        const vmig_block *nb = &s->blocks[ahead[k]->block];
+        job_bufs(s, ahead[k], c->zbufs_next);
+        vmig_accel_chan_start(c->accel, ahead[k]->seq, c->zbufs_next, ahead[k]->npages,
+                              nb->page_size, nb->anon_private);
     }
     job_bufs(s, job, c->zbufs);
     vmig_accel_chan_finish(c->accel, job->seq, c->zbufs, n, b->page_size, b->anon_private, c->zres);
@@ -136,7 +136,8 @@ static int encode_pages(vmig_channel *c, const vmig_block *b, uint32_t codec, co
     return 0;
 }
 
-static int send_ram(vmig_channel *c, vmig_job *job, const vmig_job *next, vmig_error *err)
+static int send_ram(vmig_channel *c, vmig_job *job, vmig_job *const *ahead, uint32_t nahead,
+                    vmig_error *err)
 {
     vmig_session *s = c->s;
     vmig_block *b = &s->blocks[job->block];
@@ -156,7 +157,7 @@ static int send_ram(vmig_channel *c, vmig_job *job, const vmig_job *next, vmig_e
     if (job->classified)
         nn = job->nnormal;
     else if (c->accel)
-        nn = partition_accel(c, job, device ? next : NULL, offs, n, c->offsets);
+        nn = partition_accel(c, job, ahead, device ? nahead : 0, offs, n, c->offsets);
     else if (s->p.zero_detect == VMIG_ZERO_CHANNEL)
         nn = partition_zero(s, b, offs, n, c->offsets);
 
@@ -264,16 +265,23 @@ static void *src_channel_main(void *arg)
             break;
         }
         vmig_job *job = &c->jobs[c->head];
-        /* The producer filled the next slot before it counted it and leaves
-         * it alone until this thread frees it: readable without the lock. */
-        vmig_job *next = c->count >= 2 ? &c->jobs[(c->head + 1) % VMIG_QUEUE_DEPTH] : NULL;
-        if (next && (next->type != VMIG_JOB_RAM || next->classified))
-            next = NULL;
+        /* The producer filled the slots after it before it counted them and
+         * leaves them alone until this thread frees them: readable without
+         * the lock. The RAM jobs right behind this one are its look-ahead. */
+        vmig_job *ahead[VMIG_ACCEL_AHEAD] = {NULL};
+        uint32_t nahead = 0;
+        while (nahead < VMIG_ACCEL_AHEAD && nahead + 1 < c->count) {
+            vmig_job *j = &c->jobs[(c->head + 1 + nahead) % VMIG_QUEUE_DEPTH];
+            if (j->type != VMIG_JOB_RAM || j->classified)
+                break;
+            ahead[nahead++] = j;
+        }
         pthread_mutex_unlock(&s->lock);
 
         uint64_t t0 = vmig_now_ns();
         vmig_error e = {0};
-        int rc = job->type == VMIG_JOB_RAM ? send_ram(c, job, next, &e) : send_marker(c, job, &e);
+        int rc = job->type == VMIG_JOB_RAM ? send_ram(c, job, ahead, nahead, &e)
+                                           : send_marker(c, job, &e);
         uint8_t type = job->type;
         vmig_stat_add(&c->st_busy_ns, vmig_now_ns() - t0);
         __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
