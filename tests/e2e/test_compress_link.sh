@@ -120,7 +120,10 @@ sys.exit(not 0.80 * float(sys.argv[2]) <= r <= 1.01 * float(sys.argv[2]))' \
 echo "# measured: $(tail -n 1 "$T/measure.err")"
 
 COMP=(--compression auto)
-if ! "$VMIG" bench --help 2>/dev/null | grep -qE '^ +compression +'; then
+# (The help into a variable first: grep -q stops reading at the match, and
+# under pipefail the SIGPIPE of a help longer than grep's read would fail.)
+HELP=$("$VMIG" bench --help 2>/dev/null)
+if ! grep -qE '^ +compression +' <<<"$HELP"; then
     fail "vmig has a 'compression' parameter (vmig bench --help lists none): the runs below go" \
         "without --compression, and the checks of what auto chose fail"
     COMP=()
