@@ -163,7 +163,9 @@ static void test_model_pipeline(uint8_t *m)
     vmig_accel_counters_get(a, &k);
     CHECK(answered(&k) == (uint64_t)(T + 1) * NP, "pipeline: %llu answers for %u pages",
           (unsigned long long)answered(&k), (T + 1) * NP);
-    CHECK(k.batches >= T / 2 && k.dev_pages > 0 && k.faults == 0,
+    /* How many the channel hands over depends on how often the model was
+     * in time (pacing), not on the test: some, answered right. */
+    CHECK(k.batches > 0 && k.dev_pages > 0 && k.faults == 0,
           "pipeline: %llu batches, %llu device pages, %llu faults", (unsigned long long)k.batches,
           (unsigned long long)k.dev_pages, (unsigned long long)k.faults);
     vmig_accel_chan_free(c);
