@@ -252,7 +252,12 @@ transfer() {
     fi
     run "$name.s" "$VMIG" send --no-progress "$@" "$IMG" "$RURI"
     SRC=$RC
-    wait_exit "$RPID" 20 || fail "$name: the receiver hung after the sender exited $SRC"
+    wait_exit "$RPID" 20 ||
+        fail "$name: the receiver hung after the sender exited $SRC; sender said:" \
+            "$(head -c 600 "$T/$name.s.err")"
+    if [ "$SRC" != 0 ]; then
+        echo "# $name: the sender exited $SRC: $(head -c 600 "$T/$name.s.err")"
+    fi
 }
 
 # ---------------------------------------------------------------- send/recv
