@@ -234,6 +234,14 @@ static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
         if (c->id == 0)
             __atomic_store_n(&s->st_pass, h.pass, __ATOMIC_RELAXED);
         return 0;
+    case VMIG_PKT_DEV:
+        /* Device state on the data channels is negotiated in HELLO; this
+         * destination announced no device, so none may come. */
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEV packet %llu (device '%.*s' instance %u, chunk %u), but no "
+                              "device state was announced on the data channels",
+                              (unsigned long long)h.seq, VMIG_PKT_NAME_LEN - 1, h.block, h.instance,
+                              h.chunk);
     default: /* VMIG_PKT_FIN, the only type left after decode_hdr */
         if (c->synced_pass == 0 || h.pass != c->synced_pass)
             return vmig_error_set(err, VMIG_EPROTO,

@@ -535,6 +535,8 @@ static const char *pkt_type_name(unsigned type)
         return "SYNC";
     case VMIG_PKT_FIN:
         return "FIN";
+    case VMIG_PKT_DEV:
+        return "DEV";
     }
     return "unknown";
 }
@@ -564,16 +566,61 @@ size_t vmig_wire_pkt_encode(const vmig_pkt_hdr *h, const uint64_t *offsets, uint
     vmig_put_be16(out + 6, h->flags);
     vmig_put_be64(out + 8, h->seq);
     vmig_put_be32(out + 16, h->pass);
-    vmig_put_be32(out + 20, h->page_size);
-    vmig_put_be32(out + 24, h->normal);
-    vmig_put_be32(out + 28, h->zero);
+    bool dev = h->type == VMIG_PKT_DEV;
+    vmig_put_be32(out + 20, dev ? h->instance : h->page_size);
+    vmig_put_be32(out + 24, dev ? h->chunk : h->normal);
+    vmig_put_be32(out + 28, dev ? 0 : h->zero);
     vmig_put_be32(out + 32, payload_len);
+    if (dev) {
+        vmig_put_be32(out + PKT_RESERVED_OFF, h->payload_crc);
+        n = 0;
+    }
     memcpy(out + PKT_NAME_OFF, h->block, strnlen(h->block, VMIG_WIRE_MAX_NAME));
     uint8_t *o = out + VMIG_PKT_HDR_LEN;
     for (size_t i = 0; i < n; i++)
         vmig_put_be64(o + 8 * i, offsets[i]);
     vmig_put_be32(out + PKT_CRC_OFF, pkt_crc(out, o, n));
     return VMIG_PKT_HDR_LEN + 8 * n;
+}
+
+/* The name field of RAM (block) and DEV (device id) packets: 1..255 bytes,
+ * NUL-terminated, NUL-padded. */
+static int check_pkt_name(const uint8_t *in, const char *what, const char *field, vmig_error *err)
+{
+    const uint8_t *name = in + PKT_NAME_OFF;
+    const uint8_t *nul = memchr(name, 0, VMIG_PKT_NAME_LEN);
+    if (!nul)
+        return vmig_error_set(err, VMIG_EPROTO, "%s: %s has no NUL within its %d bytes", what,
+                              field, VMIG_PKT_NAME_LEN);
+    if (nul == name)
+        return vmig_error_set(err, VMIG_EPROTO, "%s: %s is empty", what, field);
+    size_t end = (size_t)(nul - name);
+    size_t pad = end + first_nonzero(nul, VMIG_PKT_NAME_LEN - end);
+    if (pad < VMIG_PKT_NAME_LEN)
+        return vmig_error_set(err, VMIG_EPROTO, "%s: %s padding byte %zu is 0x%02x, must be 0",
+                              what, field, pad, name[pad]);
+    return 0;
+}
+
+/* DEV: page_size holds the instance, normal the chunk index; zero 0. */
+static int pkt_decode_dev(const uint8_t *in, uint16_t flags, uint32_t chunk, uint32_t zero,
+                          uint32_t payload_len, vmig_error *err)
+{
+    if (chunk >= VMIG_WIRE_MAX_DEV_CHUNKS)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEV packet: chunk %" PRIu32 " is beyond the limit %u", chunk,
+                              VMIG_WIRE_MAX_DEV_CHUNKS - 1);
+    if (zero)
+        return vmig_error_set(err, VMIG_EPROTO, "DEV packet: zero %" PRIu32 " must be 0", zero);
+    if (payload_len > VMIG_WIRE_MAX_PAYLOAD)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEV packet: payload_len %" PRIu32 " exceeds the limit %u",
+                              payload_len, VMIG_WIRE_MAX_PAYLOAD);
+    if (payload_len == 0 && !(flags & VMIG_PKT_F_LAST))
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEV packet: an empty chunk (%" PRIu32 ") that is not the last",
+                              chunk);
+    return check_pkt_name(in, "DEV packet", "device id", err);
 }
 
 static int pkt_decode_ram(const uint8_t *in, uint32_t codec, uint32_t page_size, uint32_t normal,
@@ -616,21 +663,7 @@ static int pkt_decode_ram(const uint8_t *in, uint32_t codec, uint32_t page_size,
                 " (the bound for %" PRIu64 " bytes of pages)",
                 vmig_codec_name(codec), payload_len, vmig_wire_codec_bound(bytes), bytes);
     }
-    const uint8_t *name = in + PKT_NAME_OFF;
-    const uint8_t *nul = memchr(name, 0, VMIG_PKT_NAME_LEN);
-    if (!nul)
-        return vmig_error_set(err, VMIG_EPROTO,
-                              "RAM packet: block name has no NUL within its %d bytes",
-                              VMIG_PKT_NAME_LEN);
-    if (nul == name)
-        return vmig_error_set(err, VMIG_EPROTO, "RAM packet: block name is empty");
-    size_t end = (size_t)(nul - name);
-    size_t pad = end + first_nonzero(nul, VMIG_PKT_NAME_LEN - end);
-    if (pad < VMIG_PKT_NAME_LEN)
-        return vmig_error_set(err, VMIG_EPROTO,
-                              "RAM packet: block name padding byte %zu is 0x%02x, must be 0", pad,
-                              name[pad]);
-    return 0;
+    return check_pkt_name(in, "RAM packet", "block name", err);
 }
 
 static int pkt_decode_marker(const uint8_t *in, const char *what, uint32_t page_size,
@@ -675,16 +708,17 @@ int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h
                               "packet: version %u is not supported (this side speaks %d)", in[4],
                               VMIG_WIRE_VERSION);
     uint8_t type = in[5];
-    if (type < VMIG_PKT_RAM || type > VMIG_PKT_FIN)
+    if (type < VMIG_PKT_RAM || type > VMIG_PKT_DEV)
         return vmig_error_set(err, VMIG_EPROTO,
-                              "packet: type %u is not 1 (RAM), 2 (SYNC) or 3 (FIN)", type);
+                              "packet: type %u is not 1 (RAM), 2 (SYNC), 3 (FIN) or 4 (DEV)", type);
     const char *what = pkt_type_name(type);
     uint16_t flags = vmig_get_be16(in + 6);
     uint32_t codec = flags & VMIG_PKT_F_CODEC_MASK;
-    if (flags & ~VMIG_PKT_F_CODEC_MASK)
+    uint16_t allowed = type == VMIG_PKT_DEV ? VMIG_PKT_F_LAST : VMIG_PKT_F_CODEC_MASK;
+    if (flags & ~allowed)
         return vmig_error_set(err, VMIG_EPROTO,
-                              "%s packet: flags 0x%04x has bits outside the codec field 0x%04x set",
-                              what, flags, VMIG_PKT_F_CODEC_MASK);
+                              "%s packet: flags 0x%04x has bits outside 0x%04x set", what, flags,
+                              allowed);
     if (type != VMIG_PKT_RAM && codec)
         return vmig_error_set(err, VMIG_EPROTO, "%s packet: codec %" PRIu32 " must be 0", what,
                               codec);
@@ -692,7 +726,9 @@ int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h
         return vmig_error_set(err, VMIG_EPROTO,
                               "RAM packet: codec %" PRIu32 " is not a codec id (0..%d)", codec,
                               VMIG_CODEC_COUNT - 1);
-    size_t r = first_nonzero(in + PKT_RESERVED_OFF, PKT_RESERVED_LEN);
+    /* DEV: the first 4 reserved bytes hold the payload's CRC32C. */
+    size_t r0 = type == VMIG_PKT_DEV ? 4 : 0;
+    size_t r = r0 + first_nonzero(in + PKT_RESERVED_OFF + r0, PKT_RESERVED_LEN - r0);
     if (r < PKT_RESERVED_LEN)
         return vmig_error_set(err, VMIG_EPROTO, "%s packet: reserved byte %zu is 0x%02x, must be 0",
                               what, PKT_RESERVED_OFF + r, in[PKT_RESERVED_OFF + r]);
@@ -714,9 +750,18 @@ int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h
     uint32_t payload_len = vmig_get_be32(in + 32);
     int rc = type == VMIG_PKT_RAM
                  ? pkt_decode_ram(in, codec, page_size, normal, zero, payload_len, max_pages, err)
+             : type == VMIG_PKT_DEV
+                 ? pkt_decode_dev(in, flags, normal, zero, payload_len, err)
                  : pkt_decode_marker(in, what, page_size, normal, zero, payload_len, err);
     if (rc)
         return rc;
+    memset(h, 0, sizeof(*h));
+    if (type == VMIG_PKT_DEV) {
+        h->instance = page_size;
+        h->chunk = normal;
+        h->payload_crc = vmig_get_be32(in + PKT_RESERVED_OFF);
+        page_size = normal = 0;
+    }
     h->type = type;
     h->flags = flags;
     h->seq = seq;
@@ -728,6 +773,28 @@ int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h
     h->hdr_crc = vmig_get_be32(in + PKT_CRC_OFF);
     /* RAM: NUL-terminated and NUL-padded (checked); markers: all zero. */
     memcpy(h->block, in + PKT_NAME_OFF, VMIG_PKT_NAME_LEN);
+    return 0;
+}
+
+int vmig_wire_pkt_check_dev(const vmig_pkt_hdr *h, const uint8_t hdr_raw[VMIG_PKT_HDR_LEN],
+                            const uint8_t *payload, vmig_error *err)
+{
+    if (h->type != VMIG_PKT_DEV || (h->payload_len && !payload))
+        return vmig_error_set(err, VMIG_EINVAL, "vmig_wire_pkt_check_dev: not a DEV packet");
+    uint32_t crc = vmig_get_be32(hdr_raw + PKT_CRC_OFF), want = pkt_crc(hdr_raw, NULL, 0);
+    if (crc != want)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEV packet %" PRIu64 ": hdr_crc 0x%08" PRIx32
+                              " does not match 0x%08" PRIx32 " computed over the header",
+                              h->seq, crc, want);
+    uint32_t pc = vmig_crc32c(0, payload, h->payload_len);
+    if (pc != h->payload_crc)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEV packet %" PRIu64 " (device '%.*s' instance %" PRIu32
+                              ", chunk %" PRIu32 "): payload crc 0x%08" PRIx32
+                              " does not match 0x%08" PRIx32 " computed over its %" PRIu32 " bytes",
+                              h->seq, VMIG_PKT_NAME_LEN - 1, h->block, h->instance, h->chunk,
+                              h->payload_crc, pc, h->payload_len);
     return 0;
 }
 

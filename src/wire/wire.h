@@ -150,23 +150,31 @@ int vmig_wire_status_decode(const uint8_t *in, size_t len, bool is_error, vmig_w
 #define VMIG_PKT_HDR_LEN  304
 #define VMIG_PKT_NAME_LEN 256
 
-enum vmig_pkt_type { VMIG_PKT_RAM = 1, VMIG_PKT_SYNC = 2, VMIG_PKT_FIN = 3 };
+enum vmig_pkt_type { VMIG_PKT_RAM = 1, VMIG_PKT_SYNC = 2, VMIG_PKT_FIN = 3, VMIG_PKT_DEV = 4 };
 
 /* Packet flags: the low 4 bits name the codec of a RAM packet's payload
- * (enum vmig_codec); every other bit must be 0. */
+ * (enum vmig_codec); a DEV packet may set VMIG_PKT_F_LAST; every other bit
+ * must be 0. */
 #define VMIG_PKT_F_CODEC_MASK 0x000fu
+#define VMIG_PKT_F_LAST       0x0010u /* DEV: the device's last chunk */
+
+/* DEV: chunk indices per device are below this. */
+#define VMIG_WIRE_MAX_DEV_CHUNKS (1u << 24)
 
 typedef struct vmig_pkt_hdr {
     uint8_t type;
-    uint16_t flags; /* RAM: the codec id (VMIG_PKT_F_CODEC_MASK); else 0 */
+    uint16_t flags; /* RAM: the codec id (VMIG_PKT_F_CODEC_MASK); DEV: F_LAST; else 0 */
     uint64_t seq;
     uint32_t pass;
-    uint32_t page_size;
-    uint32_t normal;
-    uint32_t zero;
+    uint32_t page_size; /* RAM; 0 otherwise */
+    uint32_t normal;    /* RAM; 0 otherwise */
+    uint32_t zero;      /* RAM; 0 otherwise */
     uint32_t payload_len;
-    uint32_t hdr_crc;              /* as received (decode) */
-    char block[VMIG_PKT_NAME_LEN]; /* NUL-terminated */
+    uint32_t hdr_crc; /* as received (decode) */
+    /* DEV: the device's instance id, the chunk's index (from 0, per
+     * device) and the CRC32C of the payload. */
+    uint32_t instance, chunk, payload_crc;
+    char block[VMIG_PKT_NAME_LEN]; /* RAM: block name; DEV: device id; NUL-terminated */
 } vmig_pkt_hdr;
 
 static inline uint32_t vmig_pkt_codec(const vmig_pkt_hdr *h)
@@ -193,6 +201,13 @@ size_t vmig_wire_pkt_encode(const vmig_pkt_hdr *h, const uint64_t *offsets, uint
  */
 int vmig_wire_pkt_decode_hdr(const uint8_t in[VMIG_PKT_HDR_LEN], vmig_pkt_hdr *h,
                              uint32_t max_pages, vmig_error *err);
+
+/*
+ * DEV packets: check the header's crc (it has no offsets) and the payload's
+ * (payload_len bytes at `payload`, which may be NULL when payload_len is 0).
+ */
+int vmig_wire_pkt_check_dev(const vmig_pkt_hdr *h, const uint8_t hdr_raw[VMIG_PKT_HDR_LEN],
+                            const uint8_t *payload, vmig_error *err);
 
 /*
  * Check the crc over the raw header and raw offsets, then decode the

@@ -436,6 +436,28 @@ int main(void)
     expect(&d, VMIG_EPROTO, "sequence", "RAM: sequence repeats");
     fs_close(ctl, data, 1);
 
+    /* A device-state chunk to a destination that announced no device. */
+    dest_start(&d);
+    ctl = fs_setup(&d, data, 1);
+    {
+        uint8_t st[32] = {1, 2, 3};
+        vmig_pkt_hdr h = {.type = VMIG_PKT_DEV,
+                          .seq = 1,
+                          .pass = 1,
+                          .instance = 3,
+                          .chunk = 0,
+                          .payload_len = sizeof(st),
+                          .payload_crc = vmig_crc32c(0, st, sizeof(st))};
+        strcpy(h.block, "gpu0");
+        uint8_t buf[VMIG_PKT_HDR_LEN];
+        vmig_wire_pkt_encode(&h, NULL, buf);
+        vmig_conn_write_all(data[0], buf, sizeof(buf), "pkt", NULL);
+        vmig_conn_write_all(data[0], st, sizeof(st), "payload", NULL);
+    }
+    expect(&d, VMIG_EPROTO, "DEV packet 1 (device 'gpu0' instance 3, chunk 0), but no device",
+           "DEV packet without devices");
+    fs_close(ctl, data, 1);
+
     /* Stream cut in the middle of a packet's payload. */
     dest_start(&d);
     ctl = fs_setup(&d, data, 1);

@@ -326,6 +326,39 @@ static void test_packets(void)
     }
 }
 
+/* A device-state chunk: header then its 64 payload bytes. */
+static void test_dev_packet(void)
+{
+    uint8_t b[VMIG_PKT_HDR_LEN + 64];
+    uint8_t pl[64];
+    for (int i = 0; i < 64; i++)
+        pl[i] = (uint8_t)(0xa0 + i);
+    vmig_pkt_hdr m = {.type = VMIG_PKT_DEV,
+                      .flags = VMIG_PKT_F_LAST,
+                      .seq = RAM_SEQ + 3,
+                      .pass = RAM_PASS,
+                      .instance = 2,
+                      .chunk = 5,
+                      .payload_len = sizeof(pl),
+                      .payload_crc = vmig_crc32c(0, pl, sizeof(pl))};
+    snprintf(m.block, sizeof(m.block), "gpu0");
+    size_t len = vmig_wire_pkt_encode(&m, NULL, b);
+    memcpy(b + len, pl, sizeof(pl));
+    size_t n;
+    uint8_t *f = golden("pkt_dev.bin", b, len + sizeof(pl), &n);
+    if (!f)
+        return;
+    vmig_pkt_hdr d;
+    vmig_error e = {0};
+    REQUIRE(n == VMIG_PKT_HDR_LEN + sizeof(pl), "pkt_dev.bin: %zu bytes", n);
+    CHECK(!vmig_wire_pkt_decode_hdr(f, &d, HELLO_PP, &e), "pkt_dev.bin: %s", e.msg);
+    CHECK(!vmig_wire_pkt_check_dev(&d, f, f + VMIG_PKT_HDR_LEN, &e), "pkt_dev.bin: %s", e.msg);
+    CHECK(d.type == VMIG_PKT_DEV && d.flags == VMIG_PKT_F_LAST && d.seq == RAM_SEQ + 3 &&
+              d.instance == 2 && d.chunk == 5 && d.payload_len == 64 && !strcmp(d.block, "gpu0"),
+          "pkt_dev.bin fields");
+    free(f);
+}
+
 int main(void)
 {
     dir = getenv("VMIG_GOLDEN_DIR");
@@ -343,5 +376,6 @@ int main(void)
     test_status(false);
     test_status(true);
     test_packets();
+    test_dev_packet();
     return tu_result("test_golden");
 }

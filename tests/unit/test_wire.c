@@ -912,7 +912,7 @@ static void test_packet_hdr(void)
     RAM1();
     P[4] = 2;
     EPROTO_(hdr_dec(&h, 16), "version");
-    for (unsigned t = 0; t < 256; t += (t == 0 ? 4 : 251)) {
+    for (unsigned t = 0; t < 256; t += (t == 0 ? 5 : 250)) {
         RAM1();
         P[5] = (uint8_t)t;
         EPROTO_(hdr_dec(&h, 16), "type");
@@ -1038,6 +1038,112 @@ static void test_packet_hdr(void)
 #undef RAM1
 }
 
+/* DEV packets: a device's state chunk. */
+static size_t devpkt(uint32_t instance, uint32_t chunk, const char *id, const uint8_t *payload,
+                     uint32_t len, bool last)
+{
+    vmig_pkt_hdr h = {.type = VMIG_PKT_DEV,
+                      .seq = 9,
+                      .pass = 2,
+                      .flags = last ? VMIG_PKT_F_LAST : 0,
+                      .instance = instance,
+                      .chunk = chunk,
+                      .payload_len = len,
+                      .payload_crc = vmig_crc32c(0, payload, len)};
+    snprintf(h.block, sizeof(h.block), "%s", id);
+    size_t n = vmig_wire_pkt_encode(&h, NULL, P);
+    memcpy(P + VMIG_PKT_HDR_LEN, payload, len);
+    return n;
+}
+
+/* decode_hdr, then check_dev over exact copies. */
+static int dev_dec(vmig_pkt_hdr *h)
+{
+    int rc = hdr_dec(h, 16);
+    if (rc)
+        return rc;
+    uint8_t *hq = exact(P, VMIG_PKT_HDR_LEN);
+    uint8_t *pq = h->payload_len ? exact(P + VMIG_PKT_HDR_LEN, h->payload_len) : NULL;
+    rc = vmig_wire_pkt_check_dev(h, hq, pq, ERR);
+    free(hq);
+    free(pq);
+    return rc;
+}
+
+static void test_packet_dev(void)
+{
+    uint8_t pl[300];
+    for (size_t i = 0; i < sizeof(pl); i++)
+        pl[i] = (uint8_t)(i * 7 + 1);
+    vmig_pkt_hdr h;
+    REQUIRE(devpkt(7, 3, "gpu0", pl, sizeof(pl), false) == VMIG_PKT_HDR_LEN, "size");
+    OK(dev_dec(&h));
+    CHECK(h.type == VMIG_PKT_DEV && h.instance == 7 && h.chunk == 3 && !strcmp(h.block, "gpu0") &&
+              h.payload_len == sizeof(pl) && !(h.flags & VMIG_PKT_F_LAST) && h.seq == 9 &&
+              h.pass == 2 && h.page_size == 0 && h.normal == 0 && h.zero == 0,
+          "DEV round trip");
+    /* The fields' places: instance at 20, chunk at 24, payload crc at 296. */
+    CHECK(vmig_get_be32(P + 20) == 7 && vmig_get_be32(P + 24) == 3 &&
+              vmig_get_be32(P + 296) == vmig_crc32c(0, pl, sizeof(pl)) && P[5] == 4,
+          "DEV layout");
+    /* The last chunk may be empty; another may not. */
+    devpkt(0, 0, "vcpu", NULL, 0, true);
+    OK(dev_dec(&h));
+    CHECK((h.flags & VMIG_PKT_F_LAST) && h.payload_len == 0, "empty last chunk");
+    devpkt(0, 1, "vcpu", NULL, 0, false);
+    EPROTO_(hdr_dec(&h, 16), "empty chunk");
+    /* Limits: the largest chunk index and payload pass, one more fails. */
+    devpkt(0xffffffffu, VMIG_WIRE_MAX_DEV_CHUNKS - 1, "d", pl, 1, false);
+    OK(dev_dec(&h));
+    vmig_put_be32(P + 24, VMIG_WIRE_MAX_DEV_CHUNKS);
+    EPROTO_(hdr_dec(&h, 16), "chunk");
+    devpkt(0, 0, "d", pl, 1, false);
+    vmig_put_be32(P + 32, VMIG_WIRE_MAX_PAYLOAD);
+    CHECK(hdr_dec(&h, 16) == 0, "payload_len == MAX_PAYLOAD");
+    vmig_put_be32(P + 32, VMIG_WIRE_MAX_PAYLOAD + 1);
+    EPROTO_(hdr_dec(&h, 16), "payload_len");
+    /* zero must be 0; flags: LAST only (no codec, no other bit). */
+    devpkt(0, 0, "d", pl, 1, false);
+    vmig_put_be32(P + 28, 1);
+    EPROTO_(hdr_dec(&h, 16), "zero");
+    for (uint16_t f = 1; f; f <<= 1) {
+        if (f == VMIG_PKT_F_LAST)
+            continue;
+        devpkt(0, 0, "d", pl, 1, false);
+        vmig_put_be16(P + 6, f);
+        EPROTO_(hdr_dec(&h, 16), "flags");
+    }
+    /* The device id: empty, unterminated, unclean padding. */
+    devpkt(0, 0, "d", pl, 1, false);
+    P[40] = 0;
+    EPROTO_(hdr_dec(&h, 16), "device id is empty");
+    devpkt(0, 0, "d", pl, 1, false);
+    memset(P + 40, 'x', 256);
+    EPROTO_(hdr_dec(&h, 16), "no NUL");
+    devpkt(0, 0, "d", pl, 1, false);
+    P[200] = 1;
+    EPROTO_(hdr_dec(&h, 16), "padding");
+    /* Reserved: 296..299 are the payload crc, 300..303 must be 0. */
+    for (int i = 300; i < 304; i++) {
+        devpkt(0, 0, "d", pl, 1, false);
+        P[i] = 1;
+        EPROTO_(hdr_dec(&h, 16), "reserved");
+    }
+    /* Both crcs. */
+    devpkt(1, 2, "gpu0", pl, sizeof(pl), false);
+    P[VMIG_PKT_HDR_LEN + 17] ^= 0x40;
+    EPROTO_(dev_dec(&h), "payload crc");
+    devpkt(1, 2, "gpu0", pl, sizeof(pl), false);
+    P[44] ^= 1; /* in the id's padding: decodes, but the crc says no */
+    P[44] ^= 1;
+    vmig_put_be32(P + 20, 2); /* another instance */
+    EPROTO_(dev_dec(&h), "hdr_crc");
+    /* check_dev only takes DEV packets. */
+    pkt(VMIG_PKT_SYNC, 1, 1, 0, 0, 0, NULL, NULL);
+    OK(hdr_dec(&h, 16));
+    FAILS(vmig_wire_pkt_check_dev(&h, P, NULL, ERR), VMIG_EINVAL, "not a DEV packet");
+}
+
 static void test_packet_offsets(void)
 {
     static uint64_t offs[1100], out[1100];
@@ -1146,6 +1252,7 @@ int main(void)
     test_packet_hdr();
     test_packet_codec();
     test_packet_offsets();
+    test_packet_dev();
     test_error_channel();
     return tu_result("test_wire");
 }
