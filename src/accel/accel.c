@@ -103,7 +103,7 @@ struct vmig_accel_chan {
     const void **dbufs; /* [max_jobs]: the pages given to the device */
     uint64_t *pm;       /* [PM_SPAN * max_jobs]: pagemap entries */
     uint8_t *pre;       /* [max_jobs]: precheck() of a packet the CPU takes whole */
-    /* Pacing: one packet in `every` goes to the device (1: all of them).
+    /* Pacing: one packet in `every` is started ahead (1: all of them).
      * Doubled while the device answers less than half of each batch before
      * the CPU gets there, lowered while it answers nearly all (see
      * pace()); `count` counts packets since the last one submitted. */
@@ -386,13 +386,17 @@ static uint32_t precheck(vmig_accel_chan *c, const void *const *bufs, uint32_t n
  * when the packet is the CPU's. A slot whose pages are all untouched has
  * nothing for the device: it is complete at once (busy stays false). */
 static accel_slot *submit(vmig_accel_chan *c, uint64_t tag, const void *const *bufs, uint32_t n,
-                          uint32_t len, bool untouched_zero)
+                          uint32_t len, bool untouched_zero, bool ahead)
 {
     vmig_accel *a = c->a;
     if (device_failed(a) || n == 0 || n > a->conf.max_jobs || len != a->conf.len)
         return NULL;
-    if (++c->count < c->every)
-        return NULL; /* paced: this one is the CPU's */
+    /* Paced: one packet in `every` is started ahead. A packet that was not
+     * (no job behind it in the queue) is submitted when it is needed only
+     * while the device keeps up: then it still answers the head of the
+     * batch while the CPU works from the tail. */
+    if (ahead ? ++c->count < c->every : c->every > 1)
+        return NULL; /* the CPU's */
     accel_slot *s = slot_free_get(c);
     if (!s)
         return NULL;
@@ -440,7 +444,7 @@ void vmig_accel_chan_start(vmig_accel_chan *c, uint64_t tag, const void *const *
 {
     if (c->a->ops->inline_only || slot_find(c, tag))
         return;
-    submit(c, tag, bufs, n, len, untouched_zero);
+    submit(c, tag, bufs, n, len, untouched_zero, true);
 }
 
 /* Turns the device's answer for a job into *zero. */
@@ -521,7 +525,7 @@ void vmig_accel_chan_finish(vmig_accel_chan *c, uint64_t tag, const void *const 
         s = NULL;
     }
     if (!s)
-        s = submit(c, tag, bufs, n, len, untouched_zero);
+        s = submit(c, tag, bufs, n, len, untouched_zero, false);
     if (!s) {
         finish_on_cpu(c, bufs, n, len, untouched_zero, zero);
         return;

@@ -7,7 +7,8 @@
  * a second block of 8 KiB pages that the engine (opened for 4 KiB) leaves
  * to the CPU. Cases: the model as is; with faults, a full queue and
  * reordering injected; a device that dies mid-migration (the migration
- * completes on the CPU and says so once, by a NOTICE event); a slow device
+ * completes on the CPU and says so once, by a NOTICE event; it dies within
+ * its first batch, so that it fails however few batches pacing hands it); a slow device
  * (the channels take pages from the tails of its batches); accel=cpu;
  * accel=auto on a machine without DSA (cpu, with the reason); accel=dsa
  * without a device (fails before connecting, with the reason).
@@ -168,7 +169,7 @@ int main(void)
     CHECK(o.st.accel.faults > 0 && o.st.accel.retries > 0, "faults %llu, retries %llu",
           (unsigned long long)o.st.accel.faults, (unsigned long long)o.st.accel.retries);
 
-    migrate("dsa-model", "model:error-after=2000", "200M", &o);
+    migrate("dsa-model", "model:error-after=100", "200M", &o);
     CHECK(o.rc == 0, "device error mid-migration: %s", o.err);
     CHECK(o.st.accel.failed && strstr(o.st.accel.note, "on the CPU for the rest"),
           "failed %u, note '%s'", o.st.accel.failed, o.st.accel.note);
