@@ -787,7 +787,7 @@ int vmig_wire_pkt_check_dev(const vmig_pkt_hdr *h, const uint8_t hdr_raw[VMIG_PK
                               "DEV packet %" PRIu64 ": hdr_crc 0x%08" PRIx32
                               " does not match 0x%08" PRIx32 " computed over the header",
                               h->seq, crc, want);
-    uint32_t pc = vmig_crc32c(0, payload, h->payload_len);
+    uint32_t pc = h->payload_len ? vmig_crc32c(0, payload, h->payload_len) : 0;
     if (pc != h->payload_crc)
         return vmig_error_set(err, VMIG_EPROTO,
                               "DEV packet %" PRIu64 " (device '%.*s' instance %" PRIu32

@@ -1049,10 +1049,11 @@ static size_t devpkt(uint32_t instance, uint32_t chunk, const char *id, const ui
                       .instance = instance,
                       .chunk = chunk,
                       .payload_len = len,
-                      .payload_crc = vmig_crc32c(0, payload, len)};
+                      .payload_crc = len ? vmig_crc32c(0, payload, len) : 0};
     snprintf(h.block, sizeof(h.block), "%s", id);
     size_t n = vmig_wire_pkt_encode(&h, NULL, P);
-    memcpy(P + VMIG_PKT_HDR_LEN, payload, len);
+    if (len)
+        memcpy(P + VMIG_PKT_HDR_LEN, payload, len);
     return n;
 }
 
