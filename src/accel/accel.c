@@ -175,11 +175,6 @@ void vmig_accel_close(vmig_accel *a)
     free(a);
 }
 
-const char *vmig_accel_name(const vmig_accel *a)
-{
-    return a->ops->name;
-}
-
 bool vmig_accel_inline(const vmig_accel *a)
 {
     return a->ops->inline_only;
@@ -189,6 +184,9 @@ void vmig_accel_describe(const vmig_accel *a, char *buf, size_t len)
 {
     a->ops->describe(a->dev, buf, len);
 }
+
+_Static_assert(sizeof(vmig_accel_counters) % sizeof(uint64_t) == 0,
+               "vmig_accel_counters is read as an array of u64 counters");
 
 void vmig_accel_counters_get(const vmig_accel *a, vmig_accel_counters *out)
 {
@@ -321,14 +319,20 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* The pagemap entry of the OS page at p says neither present nor swapped. */
+/* The pagemap entry of an OS page says neither present nor swapped. */
 static bool pm_untouched(uint64_t ent)
 {
     return (ent & (3ull << 62)) == 0;
 }
 
+/* The pagemap entries of OS pages first..first+k-1 into ent. */
+static bool pm_read(vmig_accel *a, uintptr_t first, size_t k, uint64_t *ent)
+{
+    return pread(a->pagemap_fd, ent, k * 8, (off_t)(first * 8)) == (ssize_t)(k * 8);
+}
+
 /* Every PTE of [p, p + len) says neither present nor swapped (a fault's
- * remainder; one read of up to 64 entries at a time). */
+ * remainder; up to 64 entries per read). */
 static bool untouched(vmig_accel *a, const uint8_t *p, size_t len)
 {
     if (a->pagemap_fd < 0 || len == 0)
@@ -337,8 +341,7 @@ static bool untouched(vmig_accel *a, const uint8_t *p, size_t len)
     uint64_t ent[64];
     for (uintptr_t at = first; at <= last;) {
         size_t k = VMIG_MIN((size_t)(last - at + 1), VMIG_ARRAY_SIZE(ent));
-        ssize_t got = pread(a->pagemap_fd, ent, k * 8, (off_t)(at * 8));
-        if (got != (ssize_t)(k * 8))
+        if (!pm_read(a, at, k, ent))
             return false;
         for (size_t i = 0; i < k; i++)
             if (!pm_untouched(ent[i]))
@@ -369,10 +372,7 @@ static uint32_t precheck(vmig_accel_chan *c, const void *const *bufs, uint32_t n
         hi = VMIG_MAX(hi, pg);
     }
     size_t span = (size_t)(hi - lo + 1);
-    if (span > (size_t)PM_SPAN * n)
-        return 0;
-    ssize_t got = pread(a->pagemap_fd, c->pm, span * 8, (off_t)(lo * 8));
-    if (got != (ssize_t)(span * 8))
+    if (span > (size_t)PM_SPAN * n || !pm_read(a, lo, span, c->pm))
         return 0;
     uint32_t k = 0;
     for (uint32_t i = 0; i < n; i++) {

@@ -122,7 +122,6 @@ int vmig_accel_open(const vmig_accel_ops *ops, const vmig_accel_conf *conf, vmig
                     vmig_error *err);
 /* After every channel engine is freed. NULL: no-op. */
 void vmig_accel_close(vmig_accel *a);
-const char *vmig_accel_name(const vmig_accel *a);
 /* The backend answers inside submit (cpu): nothing runs ahead. */
 bool vmig_accel_inline(const vmig_accel *a);
 void vmig_accel_describe(const vmig_accel *a, char *buf, size_t len);

@@ -157,6 +157,32 @@ bad:
                           "accel-path '%s' is not a model queue (model or model:OPTIONS)", entry);
 }
 
+/* The next queue of d, or NULL (with the error) when accel-path names too
+ * many. */
+static dsa_queue *queue_next(dsa_dev *d, vmig_error *err)
+{
+    if (d->nq == DSA_MAX_QUEUES) {
+        vmig_error_set(err, VMIG_EINVAL, "accel-path names more than %u queues", DSA_MAX_QUEUES);
+        return NULL;
+    }
+    return &d->q[d->nq];
+}
+
+/* The end of either open: a packet must fit in one batch of every queue. */
+static int open_done(dsa_dev *d, const vmig_accel_conf *conf, int rc, int code, const char *what,
+                     void **out, vmig_error *err)
+{
+    if (!rc && conf->max_jobs > d->max_batch)
+        rc = vmig_error_set(err, code, "packet-pages %u exceeds the %s's max batch of %u",
+                            conf->max_jobs, what, d->max_batch);
+    if (rc) {
+        dsa_close(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
 static int model_open(const vmig_accel_conf *conf, void **out, vmig_error *err)
 {
     dsa_dev *d = calloc(1, sizeof(*d));
@@ -168,16 +194,14 @@ static int model_open(const vmig_accel_conf *conf, void **out, vmig_error *err)
     char entry[256];
     int rc = 0;
     for (const char *s = path; (s = next_entry(s, entry, sizeof(entry))) != NULL;) {
-        if (d->nq == DSA_MAX_QUEUES) {
-            rc = vmig_error_set(err, VMIG_EINVAL, "accel-path names more than %u queues",
-                                DSA_MAX_QUEUES);
+        dsa_queue *q = queue_next(d, err);
+        vmig_dsa_model_params p;
+        if (!q) {
+            rc = VMIG_EINVAL;
             break;
         }
-        vmig_dsa_model_params p;
-        if ((rc = parse_model(entry, &p, err)) != 0)
-            break;
-        dsa_queue *q = &d->q[d->nq];
-        if ((rc = vmig_dsa_model_create(&p, &q->model, err)) != 0)
+        if ((rc = parse_model(entry, &p, err)) != 0 ||
+            (rc = vmig_dsa_model_create(&p, &q->model, err)) != 0)
             break;
         d->nq++;
         q->size = p.wq_size ? p.wq_size : 128;
@@ -196,16 +220,7 @@ static int model_open(const vmig_accel_conf *conf, void **out, vmig_error *err)
         snprintf(d->desc + (l ? l - 1 : 0), sizeof(d->desc) - (l ? l - 1 : 0), "; %u queues)",
                  d->nq);
     }
-    if (!rc && conf->max_jobs > d->max_batch)
-        rc = vmig_error_set(err, VMIG_EINVAL,
-                            "packet-pages %u exceeds the model queue's max batch of %u",
-                            conf->max_jobs, d->max_batch);
-    if (rc) {
-        dsa_close(d);
-        return rc;
-    }
-    *out = d;
-    return 0;
+    return open_done(d, conf, rc, VMIG_EINVAL, "model queue", out, err);
 }
 
 static uint64_t model_cpu_ns(void *dev)
@@ -219,67 +234,53 @@ static uint64_t model_cpu_ns(void *dev)
 
 /* ---- dsa: work queues of the idxd driver ---- */
 
+/* Opens work queue `wq` ("/dev/dsa/wqD.Q", "wqD.Q"; NULL: the first usable
+ * one) as d's next queue. */
+static int hw_add(dsa_dev *d, const char *wq, vmig_error *err)
+{
+    dsa_queue *q = queue_next(d, err);
+    if (!q)
+        return VMIG_EINVAL;
+    vmig_dsa_wq_info info;
+    int rc = vmig_dsa_wq_find(NULL, wq, &info, err);
+    if (!rc)
+        rc = vmig_dsa_portal_open(&info, &q->portal, err);
+    if (rc)
+        return rc;
+    d->nq++;
+    q->dedicated = vmig_dsa_portal_dedicated(q->portal);
+    q->size = vmig_dsa_portal_size(q->portal);
+    snprintf(q->name, sizeof(q->name), "%s", info.name);
+    uint32_t mb = vmig_dsa_portal_max_batch(q->portal);
+    d->max_batch = VMIG_MIN(d->max_batch, mb ? mb : VMIG_IDXD_MAX_BATCH);
+    size_t l = strlen(d->desc);
+    snprintf(d->desc + l, sizeof(d->desc) - l, "%s%s (%s, %u entries)", l ? ", " : "DSA ", q->name,
+             q->dedicated ? "dedicated" : "shared", q->size);
+    if (q->size == 0)
+        return vmig_error_set(err, VMIG_ENOTSUP, "DSA work queue %s has size 0", q->name);
+    return 0;
+}
+
 static int hw_open(const vmig_accel_conf *conf, void **out, vmig_error *err)
 {
     dsa_dev *d = calloc(1, sizeof(*d));
     if (!d)
         return vmig_error_set(err, VMIG_ENOMEM, "cannot allocate the dsa engine");
     d->max_batch = VMIG_IDXD_MAX_BATCH;
-    const char *path = conf->path && *conf->path ? conf->path : NULL;
-    char entry[256];
     int rc = 0;
-    const char *s = path ? path : "";
-    bool any = false;
-    for (;;) {
-        const char *wq = NULL;
-        if (path) {
-            if (!(s = next_entry(s, entry, sizeof(entry))))
-                break;
-            wq = strncmp(entry, "dsa:", 4) ? entry : entry + 4;
-            if (!strncmp(entry, "model", 5)) {
+    if (!conf->path || !*conf->path) {
+        rc = hw_add(d, NULL, err);
+    } else {
+        char entry[256];
+        for (const char *s = conf->path; !rc && (s = next_entry(s, entry, sizeof(entry)));) {
+            if (!strncmp(entry, "model", 5))
                 rc = vmig_error_set(err, VMIG_EINVAL,
                                     "accel-path '%s' is a model queue: use accel=dsa-model", entry);
-                break;
-            }
-        } else if (any) {
-            break;
-        }
-        any = true;
-        if (d->nq == DSA_MAX_QUEUES) {
-            rc = vmig_error_set(err, VMIG_EINVAL, "accel-path names more than %u queues",
-                                DSA_MAX_QUEUES);
-            break;
-        }
-        vmig_dsa_wq_info info;
-        if ((rc = vmig_dsa_wq_find(NULL, wq, &info, err)) != 0)
-            break;
-        dsa_queue *q = &d->q[d->nq];
-        if ((rc = vmig_dsa_portal_open(&info, &q->portal, err)) != 0)
-            break;
-        d->nq++;
-        q->dedicated = vmig_dsa_portal_dedicated(q->portal);
-        q->size = vmig_dsa_portal_size(q->portal);
-        snprintf(q->name, sizeof(q->name), "%s", info.name);
-        uint32_t mb = vmig_dsa_portal_max_batch(q->portal);
-        d->max_batch = VMIG_MIN(d->max_batch, mb ? mb : VMIG_IDXD_MAX_BATCH);
-        size_t l = strlen(d->desc);
-        snprintf(d->desc + l, sizeof(d->desc) - l, "%s%s (%s, %u entries)", l ? ", " : "DSA ",
-                 q->name, q->dedicated ? "dedicated" : "shared", q->size);
-        if (q->size == 0) {
-            rc = vmig_error_set(err, VMIG_ENOTSUP, "DSA work queue %s has size 0", q->name);
-            break;
+            else
+                rc = hw_add(d, strncmp(entry, "dsa:", 4) ? entry : entry + 4, err);
         }
     }
-    if (!rc && conf->max_jobs > d->max_batch)
-        rc = vmig_error_set(err, VMIG_ENOTSUP,
-                            "packet-pages %u exceeds the DSA work queue's max batch of %u",
-                            conf->max_jobs, d->max_batch);
-    if (rc) {
-        dsa_close(d);
-        return rc;
-    }
-    *out = d;
-    return 0;
+    return open_done(d, conf, rc, VMIG_ENOTSUP, "DSA work queue", out, err);
 }
 
 /* ---- shared by both ---- */

@@ -48,7 +48,7 @@ typedef struct vmig_dsa_model_params {
     uint32_t fault_every;
     uint64_t error_after; /* 0: never */
     bool reorder;
-    bool ignore_residency; /* treat every page as resident */
+    bool ignore_residency;                    /* treat every page as resident */
     struct vmig_dsa_model_counters *counters; /* optional */
 } vmig_dsa_model_params;
 

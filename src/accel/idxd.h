@@ -63,8 +63,7 @@ void vmig_idxd_batch_free(vmig_idxd_batch *b); /* NULL: no-op */
 
 /* Fill descriptors and clear completion records for bufs[0..n) of len
  * bytes each (1 <= n <= cap, len >= 1). */
-void vmig_idxd_batch_prepare(vmig_idxd_batch *b, const void *const *bufs, uint32_t n,
-                             uint32_t len);
+void vmig_idxd_batch_prepare(vmig_idxd_batch *b, const void *const *bufs, uint32_t n, uint32_t len);
 
 /* The descriptor to write to the portal: bdesc, or desc[0] when n == 1. */
 const struct dsa_hw_desc *vmig_idxd_batch_head(const vmig_idxd_batch *b);

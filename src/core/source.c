@@ -24,22 +24,31 @@
 
 /*
  * Stable partition of offs[0..n) into normal pages (kept in place, in
- * order, so contiguous pages still merge into one iovec) followed by zero
- * pages. `scratch` holds n entries. Returns the number of normal pages.
+ * order, so contiguous pages still merge into one iovec) followed by the
+ * pages whose zero[i] is set. `scratch` holds n entries. Returns the
+ * number of normal pages.
  */
-static uint32_t partition_zero(const vmig_session *s, const vmig_block *b, uint64_t *offs,
-                               uint32_t n, uint64_t *scratch)
+static uint32_t partition_flags(uint64_t *offs, uint32_t n, const uint8_t *zero, uint64_t *scratch)
 {
-    vmig_zero_fn is_zero = s->zero->fn;
     uint32_t nn = 0, nz = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (is_zero(b->host + offs[i], b->page_size))
+        if (zero[i])
             scratch[nz++] = offs[i];
         else
             offs[nn++] = offs[i];
     }
     memcpy(offs + nn, scratch, sizeof(uint64_t) * nz);
     return nn;
+}
+
+/* zero-page-detection=main: the producer checks the pages itself. */
+static uint32_t partition_zero(const vmig_session *s, const vmig_block *b, uint64_t *offs,
+                               uint32_t n, uint64_t *scratch)
+{
+    uint8_t zero[VMIG_WIRE_MAX_PACKET_PAGES];
+    for (uint32_t i = 0; i < n; i++)
+        zero[i] = s->zero->fn(b->host + offs[i], b->page_size);
+    return partition_flags(offs, n, zero, scratch);
 }
 
 /* The page addresses of job j, into bufs. */
@@ -51,9 +60,9 @@ static void job_bufs(const vmig_session *s, const vmig_job *j, const void **bufs
 }
 
 /*
- * partition_zero() through the channel's engine (accel.h): the answers of
- * the batch started for this packet, or of the CPU for what the device has
- * not answered. ahead[0..nahead) are the jobs queued after this one: their
+ * zero-page-detection=channel, through the channel's engine (accel.h): the
+ * answers of the batch started for this packet, or of the CPU for what the
+ * device has not answered. ahead[0..nahead) are the jobs queued after this one: their
  * batches go to the device first (those not started yet), so that the
  * device works on them while this packet is being finished and sent.
  */
@@ -70,15 +79,7 @@ static uint32_t partition_accel(vmig_channel *c, const vmig_job *job, vmig_job *
     }
     job_bufs(s, job, c->zbufs);
     vmig_accel_chan_finish(c->accel, job->seq, c->zbufs, n, b->page_size, b->anon_private, c->zres);
-    uint32_t nn = 0, nz = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (c->zres[i])
-            scratch[nz++] = offs[i];
-        else
-            offs[nn++] = offs[i];
-    }
-    memcpy(offs + nn, scratch, sizeof(uint64_t) * nz);
-    return nn;
+    return partition_flags(offs, n, c->zres, scratch);
 }
 
 /*
@@ -156,10 +157,8 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_job *const *ahead, uint
                 MADV_POPULATE_READ);
     if (job->classified)
         nn = job->nnormal;
-    else if (c->accel)
+    else if (c->accel) /* zero-page-detection=channel (accel_setup) */
         nn = partition_accel(c, job, ahead, device ? nahead : 0, offs, n, c->offsets);
-    else if (s->p.zero_detect == VMIG_ZERO_CHANNEL)
-        nn = partition_zero(s, b, offs, n, c->offsets);
 
     if (b->page_hash) {
         for (uint32_t i = 0; i < nn; i++)
@@ -519,8 +518,9 @@ static int accel_setup(vmig_session *s, vmig_error *err)
     if (s->p.accel == VMIG_ACCEL_AUTO) {
         if (vmig_accel_open(vmig_accel_find("dsa"), &conf, &a, &e))
             snprintf(note, sizeof(note), "accel=auto: %.200s; the CPU checks zero pages", e.msg);
-        if (!a && vmig_accel_open(vmig_accel_find("cpu"), &conf, &a, err))
-            return err ? err->code : VMIG_ENOMEM;
+        int rc = a ? 0 : vmig_accel_open(vmig_accel_find("cpu"), &conf, &a, err);
+        if (rc)
+            return rc;
     } else {
         const char *name = vmig_accel_kind_name(s->p.accel);
         int rc = vmig_accel_open(vmig_accel_find(name), &conf, &a, &e);
