@@ -73,6 +73,12 @@ enum vmig_accel_kind {
     VMIG_ACCEL_AUTO = 3,      /* dsa when a usable work queue exists, else cpu (default) */
 };
 #define VMIG_ACCEL_PATH_MAX 256
+/* Where device state travels (vmig_device_register). */
+enum vmig_devstate_path {
+    VMIG_DEVSTATE_CHANNELS = 0, /* over the data channels, with RAM, loaded as it arrives */
+    VMIG_DEVSTATE_CONTROL = 1,  /* one chunk after the other on the control channel, after RAM */
+};
+
 /* "cpu", "dsa", "dsa-model", "auto"; "unknown" otherwise. */
 const char *vmig_accel_kind_name(uint32_t kind);
 
@@ -173,6 +179,10 @@ typedef struct vmig_params {
     /* Zero-page detection offload (source only). */
     uint32_t accel;                       /* enum vmig_accel_kind; default auto */
     char accel_path[VMIG_ACCEL_PATH_MAX]; /* work queues: "dsa:/dev/dsa/wq0.0 ..."; "" any */
+    /* Device state (vmig_device_register). */
+    uint32_t devstate_path;   /* enum vmig_devstate_path (source); default channels */
+    uint32_t devstate_chunk;  /* bytes per chunk, 4K..16M (source); default 1M */
+    uint64_t devstate_buffer; /* bytes a device may hold out of order (destination); 64M */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -310,6 +320,69 @@ typedef struct vmig_vm_ops {
 
 /* Set the hooks (copied) before a migration starts; `ops` NULL removes them. */
 int vmig_set_vm_ops(vmig_session *s, const vmig_vm_ops *ops, void *opaque);
+
+/* ------------------------------------------------------------------ */
+/* Devices: large device state over the data channels                  */
+
+/*
+ * A device (a GPU, a VFIO device, the vCPUs) whose state is a stream of
+ * bytes, possibly hundreds of MiB, readable only once the VM is stopped.
+ * Its state travels in chunks (devstate-chunk bytes) over the same
+ * parallel channels as RAM (devstate-path=channels, the default), each
+ * with the device's id, instance and chunk index; the destination puts
+ * each device's chunks back in order and loads them on a thread of the
+ * device's own while RAM and other devices still arrive. devstate-path=
+ * control sends the same chunks one after the other on the control
+ * channel after RAM instead (the serial path, kept for comparison).
+ *
+ * Hooks, called with the `opaque` given at registration:
+ *   save_iterate  source, optional: after each pre-copy pass, on the
+ *                 migrating thread, while the VM runs: write what is worth
+ *                 sending early (vmig_devstate_write) and set *remaining
+ *                 to the bytes save_final will still write. What it wrote
+ *                 reaches load_chunk before save_final's bytes.
+ *   pending       source, optional: the bytes save_final will write, for
+ *                 the expected downtime before save_iterate has said
+ *                 (or for a device without it). 0 if absent.
+ *   save_final    source, required there: at switchover, VM stopped, on
+ *                 the migrating thread: write the device's state, in
+ *                 writes of any size. Its bytes go out while the last
+ *                 RAM pass is still being sent.
+ *   load_chunk    destination, required there: the device's bytes, in the
+ *                 order they were written (cut at chunk boundaries, not at
+ *                 the source's write boundaries), on the device's load
+ *                 thread, concurrently with other devices' load_chunk.
+ *   load_done     destination, optional: the last byte was loaded; check
+ *                 the whole. Called on the load thread.
+ * Each returns 0 or a negative VMIG_E* code, which fails the migration
+ * (the source resumes its VM) naming the device. The switchover completes
+ * only after every device's load_done (or last load_chunk) returned 0.
+ */
+typedef struct vmig_devstate_out vmig_devstate_out;
+
+typedef struct vmig_device_ops {
+    int (*save_iterate)(void *opaque, vmig_devstate_out *out, uint64_t *remaining);
+    uint64_t (*pending)(void *opaque);
+    int (*save_final)(void *opaque, vmig_devstate_out *out);
+    int (*load_chunk)(void *opaque, const void *buf, size_t len);
+    int (*load_done)(void *opaque);
+} vmig_device_ops;
+
+#define VMIG_DEVICE_ID_MAX 255 /* bytes of an id, excluding the NUL */
+#define VMIG_MAX_DEVICES   256
+/*
+ * Register a device before a migration starts (ops copied). `id` 1..255
+ * bytes; (id, instance) unique in the session (VMIG_EEXIST otherwise).
+ * Source and destination register the same set: a device on one side only
+ * refuses the migration.
+ */
+int vmig_device_register(vmig_session *s, const char *id, uint32_t instance,
+                         const vmig_device_ops *ops, void *opaque, vmig_error *err);
+
+/* In save_iterate or save_final: append len bytes to the device's stream
+ * (copied; buf may be reused on return). Blocks while the channels' queues
+ * are full. 0, or the migration's error (stop writing and return it). */
+int vmig_devstate_write(vmig_devstate_out *out, const void *buf, size_t len);
 
 /* Name of a dirty-track value ("wp-async"). */
 const char *vmig_dirty_track_name(uint32_t mode);
@@ -467,6 +540,14 @@ typedef struct vmig_stats {
     vmig_codec_stats codec[VMIG_CODEC_COUNT];
     char deflate_path[64]; /* "software (hardware path not built)"; "" when unused */
     vmig_accel_stats accel;
+    /* Device state (vmig_device_register). */
+    uint32_t devices;        /* devices in the run */
+    uint32_t dev_chunks;     /* chunks sent (source) or loaded (destination) */
+    uint64_t dev_bytes;      /* device-state bytes sent or loaded */
+    uint64_t dev_iter_bytes; /* of them, written by save_iterate during pre-copy */
+    uint64_t dev_save_ns;    /* source: time in save_final (VM stopped) */
+    uint64_t dev_load_ns;    /* destination: time in load_chunk and load_done, all devices */
+    uint64_t dev_held_max;   /* destination: most bytes one device held out of order */
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 
 #include "session.h"
 
@@ -21,7 +22,71 @@ int vmig_ctl_write(vmig_conn *c, unsigned type, const uint8_t *payload, uint32_t
     return rc;
 }
 
-int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len, vmig_error *err)
+int vmig_ctl_write_devchunk(vmig_conn *c, const vmig_wire_devchunk *dc, vmig_error *err)
+{
+    uint8_t hdr[VMIG_CTL_HDR_LEN + VMIG_DEVCHUNK_HDR_LEN], crc[VMIG_CTL_TRAILER_LEN];
+    uint32_t plen = VMIG_DEVCHUNK_HDR_LEN + dc->len;
+    vmig_put_be16(hdr, VMIG_CTL_DEVCHUNK);
+    vmig_put_be16(hdr + 2, 0);
+    vmig_put_be32(hdr + 4, plen);
+    vmig_wire_devchunk_encode_hdr(dc, hdr + VMIG_CTL_HDR_LEN);
+    uint32_t sum = vmig_crc32c(0, hdr, sizeof(hdr));
+    if (dc->len)
+        sum = vmig_crc32c(sum, dc->data, dc->len);
+    vmig_put_be32(crc, sum);
+    struct iovec iov[3] = {{hdr, sizeof(hdr)}, {(void *)dc->data, dc->len}, {crc, sizeof(crc)}};
+    if (!dc->len)
+        iov[1] = iov[2];
+    return vmig_conn_write_full(c, iov, dc->len ? 3 : 2, "DEVCHUNK", err);
+}
+
+/* The rest of a DEVCHUNK frame after its 8-byte header: the chunk header,
+ * checked before the data is read, the data into a buffer of its own, the
+ * crc over all of it. */
+static int read_devchunk(vmig_conn *c, const uint8_t hdr[VMIG_CTL_HDR_LEN], uint32_t plen,
+                         uint32_t ndevices, uint32_t chunk_max, uint8_t **data,
+                         vmig_wire_devchunk *dc, vmig_error *err)
+{
+    uint8_t sub[VMIG_DEVCHUNK_HDR_LEN], trailer[VMIG_CTL_TRAILER_LEN];
+    if (plen < sizeof(sub))
+        return vmig_wire_devchunk_decode(sub, plen, ndevices, chunk_max, dc, err);
+    int rc = vmig_conn_read_all(c, sub, sizeof(sub), "a DEVCHUNK header", err);
+    if (rc)
+        return rc;
+    /* The decoder looks at the first 8 bytes only; plen tells it the data's length. */
+    if ((rc = vmig_wire_devchunk_decode(sub, plen, ndevices, chunk_max, dc, err)))
+        return rc;
+    dc->data = NULL;
+    uint8_t *buf = malloc(dc->len ? dc->len : 1);
+    if (!buf)
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for a %u-byte device chunk",
+                              dc->len);
+    rc = vmig_conn_read_all(c, buf, dc->len, "DEVCHUNK data", err);
+    if (!rc)
+        rc = vmig_conn_read_all(c, trailer, sizeof(trailer), "a DEVCHUNK crc", err);
+    if (!rc) {
+        uint32_t sum = vmig_crc32c(vmig_crc32c(0, hdr, VMIG_CTL_HDR_LEN), sub, sizeof(sub));
+        if (dc->len)
+            sum = vmig_crc32c(sum, buf, dc->len);
+        if (sum != vmig_get_be32(trailer))
+            rc = vmig_error_set(err, VMIG_EPROTO,
+                                "control frame DEVCHUNK: crc 0x%08x does not match 0x%08x "
+                                "computed over chunk %u of device %u",
+                                vmig_get_be32(trailer), sum, dc->chunk, dc->device);
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *data = buf;
+    return 0;
+}
+
+/* One frame of a type in `mask`; see vmig_ctl_read_any. `dev` may be NULL
+ * when DEVCHUNK is not in the mask. */
+static int ctl_read(vmig_conn *c, uint32_t mask, unsigned expect, unsigned *type_out,
+                    uint8_t **payload, uint32_t *len, uint32_t ndevices, uint32_t chunk_max,
+                    vmig_wire_devchunk *dc, vmig_error *err)
 {
     uint8_t hdr[VMIG_CTL_HDR_LEN];
     unsigned type;
@@ -34,6 +99,14 @@ int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *le
     rc = vmig_wire_ctl_decode_hdr(hdr, &type, &plen, err);
     if (rc)
         return rc;
+    if (type == VMIG_CTL_DEVCHUNK && (mask & 1u << type)) {
+        rc = read_devchunk(c, hdr, plen, ndevices, chunk_max, payload, dc, err);
+        if (!rc) {
+            *len = dc->len;
+            *type_out = type;
+        }
+        return rc;
+    }
     uint8_t *frame = malloc((size_t)plen + VMIG_CTL_HDR_LEN + VMIG_CTL_TRAILER_LEN);
     if (!frame)
         return vmig_error_set(err, VMIG_ENOMEM, "out of memory for a %u-byte control frame", plen);
@@ -42,7 +115,7 @@ int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *le
                             vmig_wire_ctl_name(type), err);
     if (!rc)
         rc = vmig_wire_ctl_check_crc(frame, plen, err);
-    if (!rc && type == VMIG_CTL_ERROR && expect != VMIG_CTL_ERROR) {
+    if (!rc && type == VMIG_CTL_ERROR && !(mask & 1u << VMIG_CTL_ERROR)) {
         vmig_wire_status st;
         rc = vmig_wire_status_decode(frame + VMIG_CTL_HDR_LEN, plen, true, &st, err);
         if (!rc) {
@@ -54,7 +127,7 @@ int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *le
             rc = vmig_error_set(err, VMIG_EPEER, "%s reported: %s%s%s", c->peer, st.msg,
                                 named ? "" : " ", named ? "" : code);
         }
-    } else if (!rc && type != expect) {
+    } else if (!rc && !(mask & 1u << type)) {
         rc = vmig_error_set(err, VMIG_EPROTO, "%s: expected a %s frame, got %s", c->peer,
                             vmig_wire_ctl_name(expect), vmig_wire_ctl_name(type));
     }
@@ -69,14 +142,21 @@ int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *le
         free(frame);
     }
     *len = plen;
+    *type_out = type;
     return 0;
 }
 
-int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,
-                          int timeout_ms, vmig_error *err)
+int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len, vmig_error *err)
 {
-    uint64_t deadline =
-        timeout_ms < 0 ? UINT64_MAX : vmig_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    unsigned type;
+    return ctl_read(c, 1u << expect, expect, &type, payload, len, 0, 0, NULL, err);
+}
+
+/* Wait until the control channel is readable, giving up with the
+ * session's error when it aborts, or VMIG_ETIMEDOUT at `deadline`. */
+static int ctl_wait(vmig_session *s, unsigned expect, uint64_t deadline, int timeout_ms,
+                    vmig_error *err)
+{
     for (;;) {
         if (vmig_now_ns() >= deadline)
             return vmig_error_set(err, VMIG_ETIMEDOUT, "%s: no %s frame within %d ms",
@@ -89,10 +169,32 @@ int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, u
         }
         int r = s->control->ops->wait_readable(s->control, 50);
         if (r > 0)
-            return vmig_ctl_read(s->control, expect, payload, len, err);
+            return 0;
         if (r < 0 && r != -EINTR)
             return vmig_error_set(err, VMIG_EIO, "%s: poll: %s", s->control->peer, strerror(-r));
     }
+}
+
+int vmig_ctl_read_any(vmig_session *s, uint32_t mask, unsigned expect, unsigned *type,
+                      uint8_t **payload, uint32_t *len, vmig_wire_devchunk *dc, vmig_error *err)
+{
+    *payload = NULL;
+    *len = 0;
+    int rc = ctl_wait(s, expect, UINT64_MAX, -1, err);
+    return rc ? rc
+              : ctl_read(s->control, mask, expect, type, payload, len, s->ndevs, s->dev_chunk, dc,
+                         err);
+}
+
+int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,
+                          int timeout_ms, vmig_error *err)
+{
+    *payload = NULL;
+    *len = 0;
+    uint64_t deadline =
+        timeout_ms < 0 ? UINT64_MAX : vmig_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    int rc = ctl_wait(s, expect, deadline, timeout_ms, err);
+    return rc ? rc : vmig_ctl_read(s->control, expect, payload, len, err);
 }
 
 void vmig_session_take_peer_error(vmig_session *s, int timeout_ms)

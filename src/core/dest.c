@@ -235,13 +235,7 @@ static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
             __atomic_store_n(&s->st_pass, h.pass, __ATOMIC_RELAXED);
         return 0;
     case VMIG_PKT_DEV:
-        /* Device state on the data channels is negotiated in HELLO; this
-         * destination announced no device, so none may come. */
-        return vmig_error_set(err, VMIG_EPROTO,
-                              "DEV packet %llu (device '%.*s' instance %u, chunk %u), but no "
-                              "device state was announced on the data channels",
-                              (unsigned long long)h.seq, VMIG_PKT_NAME_LEN - 1, h.block, h.instance,
-                              h.chunk);
+        return vmig_dev_recv_packet(c, &h, err);
     default: /* VMIG_PKT_FIN, the only type left after decode_hdr */
         if (c->synced_pass == 0 || h.pass != c->synced_pass)
             return vmig_error_set(err, VMIG_EPROTO,
@@ -497,7 +491,8 @@ int vmig_dest_run(vmig_session *s)
     if ((rc = vmig_ctl_read(s->control, VMIG_CTL_HELLO, &payload, &plen, &e)))
         goto fail;
     hello.blocks = calloc(VMIG_WIRE_MAX_BLOCKS, sizeof(*hello.blocks));
-    if (!hello.blocks) {
+    hello.devices = calloc(VMIG_WIRE_MAX_DEVICES, sizeof(*hello.devices));
+    if (!hello.blocks || !hello.devices) {
         rc = vmig_error_set(&e, VMIG_ENOMEM, "out of memory for HELLO");
         goto fail;
     }
@@ -508,7 +503,7 @@ int vmig_dest_run(vmig_session *s)
                             hello.channels, hs.channel_count);
         goto fail;
     }
-    if ((rc = check_blocks(s, &hello, &e)))
+    if ((rc = check_blocks(s, &hello, &e)) || (rc = vmig_dev_dest_start(s, &hello, &e)))
         goto fail;
     devstate = hello.features & VMIG_HELLO_F_DEVSTATE;
     if (devstate && !s->ops.load_state) {
@@ -547,11 +542,38 @@ int vmig_dest_run(vmig_session *s)
         goto fail;
     free(payload);
     payload = NULL;
-    /* DEVSTATE and END come once the source has sent FIN on every channel;
-     * a channel failure shuts the control channel down and ends this read. */
-    rc = devstate ? vmig_ctl_read_session(s, VMIG_CTL_DEVSTATE, &state, &state_len, -1, &e) : 0;
-    if (!rc)
-        rc = vmig_ctl_read_session(s, VMIG_CTL_END, &payload, &plen, -1, &e);
+    /* Until END: DEVCHUNK frames (devstate-path=control), then DEVSTATE,
+     * once the source has sent FIN on every channel. A channel failure
+     * shuts the control channel down and ends this read. */
+    for (bool state_seen = false;;) {
+        uint32_t mask = 1u << VMIG_CTL_END;
+        if (devstate && !state_seen)
+            mask |= 1u << VMIG_CTL_DEVSTATE;
+        if (s->dev_hello && s->dev_path == VMIG_WIRE_DEV_CONTROL)
+            mask |= 1u << VMIG_CTL_DEVCHUNK;
+        unsigned type = 0;
+        uint8_t *buf;
+        uint32_t len;
+        vmig_wire_devchunk dc;
+        rc = vmig_ctl_read_any(s, mask, devstate && !state_seen ? VMIG_CTL_DEVSTATE : VMIG_CTL_END,
+                               &type, &buf, &len, &dc, &e);
+        if (rc)
+            break;
+        if (type == VMIG_CTL_DEVCHUNK) {
+            if ((rc = vmig_dev_recv_frame(s, &dc, buf, &e)))
+                break;
+        } else if (type == VMIG_CTL_DEVSTATE) {
+            state = buf;
+            state_len = len;
+            state_seen = true;
+        } else {
+            payload = buf;
+            plen = len;
+            if (devstate && !state_seen)
+                rc = vmig_error_set(&e, VMIG_EPROTO, "END before the announced DEVSTATE frame");
+            break;
+        }
+    }
     if (rc) {
         /* The source gave up (ERROR) or the control channel broke: the
          * channel threads may still wait for data that will never come. */
@@ -569,7 +591,8 @@ int vmig_dest_run(vmig_session *s)
     }
     if (rc)
         goto fail;
-    if ((rc = check_end(s, payload, plen, &e)))
+    /* Every device's chunks are in: wait for their loads. */
+    if ((rc = vmig_dev_dest_finish(s, &e)) || (rc = check_end(s, payload, plen, &e)))
         goto fail;
     if (devstate && (rc = s->ops.load_state(s->ops_opaque, state, state_len))) {
         rc = vmig_error_set(&e, rc < 0 ? rc : VMIG_EIO,
@@ -595,12 +618,14 @@ int vmig_dest_run(vmig_session *s)
     }
     free(payload);
     free(hello.blocks);
+    free(hello.devices);
     return 0;
 
 fail:
     free(state);
     free(payload);
     free(hello.blocks);
+    free(hello.devices);
     if (e.code)
         vmig_session_fail(s, &e);
     else

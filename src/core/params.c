@@ -71,6 +71,15 @@ static const vmig_param_info infos[] = {
      "dsa:/dev/dsa/wqD.Q (channel i uses queue i mod n; default: the first enabled user queue, "
      "dedicated preferred) or, for dsa-model, model[:depth=N:latency=T:full-every=N:"
      "fault-every=N:error-after=N:reorder=1:residency=0]"},
+    {"devstate-path", "channels|control", "channels",
+     "source: where registered devices' state goes: in chunks over the data channels, "
+     "alongside the last RAM pass, loaded on the destination while it arrives; or one chunk "
+     "after the other on the control channel once RAM is sent (the serial path)"},
+    {"devstate-chunk", "4K..16M", "1M",
+     "source: bytes per device-state chunk (the control path caps them at 1 MiB - 8)"},
+    {"devstate-buffer", "1M..4G", "64M",
+     "destination: bytes of chunks that arrived ahead of their turn a device may hold; a "
+     "channel with more waits for the device's load thread"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -92,6 +101,7 @@ static const char *const on_limit_names[] = {"fail", "switch", NULL};
 static const char *const throttle_names[] = {"off", "ladder", "adaptive", NULL};
 static const char *const deflate_path_names[] = {"auto", "software", "hardware", NULL};
 static const char *const accel_names[] = {"cpu", "dsa", "dsa-model", "auto", NULL};
+static const char *const devstate_path_names[] = {"channels", "control", NULL};
 
 #define FIELD(f) offsetof(vmig_params, f), sizeof(((vmig_params *)0)->f)
 
@@ -119,6 +129,9 @@ static const param_spec specs[] = {
     {P_ENUM, FIELD(deflate_path), 0, 2, deflate_path_names},
     {P_ENUM, FIELD(accel), 0, 3, accel_names},
     {P_STR, FIELD(accel_path), 0, 0, NULL},
+    {P_ENUM, FIELD(devstate_path), 0, 1, devstate_path_names},
+    {P_SIZE, FIELD(devstate_chunk), 4096, 16u << 20, NULL},
+    {P_SIZE, FIELD(devstate_buffer), 1u << 20, 4ull << 30, NULL},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 
@@ -147,6 +160,9 @@ void vmig_params_init(vmig_params *p)
     p->zstd_level = 1;
     p->deflate_path = VMIG_DEFLATE_PATH_AUTO;
     p->accel = VMIG_ACCEL_AUTO;
+    p->devstate_path = VMIG_DEVSTATE_CHANNELS;
+    p->devstate_chunk = 1u << 20;
+    p->devstate_buffer = 64ull << 20;
 }
 
 /* A parameter's field, read or written at its width (4 or 8 bytes). */

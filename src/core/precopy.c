@@ -106,7 +106,8 @@ enum vmig_pc_verdict vmig_precopy_step(vmig_precopy *pc, const vmig_pass_sample 
     pc->probe_rate =
         smp->probe_ns ? (uint64_t)((double)smp->probe_bytes * 1e9 / (double)smp->probe_ns) : 0;
     pc->expected_ns =
-        (uint64_t)((double)pc->remaining * 1e9 / (double)pc->bandwidth) + smp->sync_ns;
+        (uint64_t)((double)(pc->remaining + smp->dev_bytes) * 1e9 / (double)pc->bandwidth) +
+        smp->sync_ns;
     if (pc->remaining == 0 || pc->expected_ns <= pc->downtime_limit_ns)
         return VMIG_PC_SWITCH;
 

@@ -28,6 +28,10 @@ typedef struct vmig_pass_sample {
      * short time few pages are written twice, so this rate is closer to
      * the VM's than the whole pass's, which saturates on a hot set. */
     uint64_t probe_bytes, probe_ns;
+    /* Device state the switchover will still send (save_iterate's
+     * estimates, or pending()): part of the expected downtime, though no
+     * pass can shrink it. */
+    uint64_t dev_bytes;
 } vmig_pass_sample;
 
 enum vmig_pc_verdict {

@@ -61,6 +61,7 @@ void vmig_session_free(vmig_session *s)
         free(s->blocks[i].carry);
     }
     free(s->blocks);
+    free(s->devs);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++)
         pthread_cond_destroy(&s->ch[i].work);
     pthread_cond_destroy(&s->space);
@@ -293,9 +294,11 @@ void vmig_session_fail(vmig_session *s, const vmig_error *e)
     if (__atomic_load_n(&s->canceled, __ATOMIC_ACQUIRE) && s->err.code == 0)
         vmig_error_set(&s->err, VMIG_ECANCELED, "migration canceled");
     vmig_error_copy(&s->err, e);
+    vmig_error first = s->err;
     pthread_mutex_unlock(&s->lock);
     __atomic_store_n(&s->abort, 1, __ATOMIC_RELEASE);
     wake_all(s);
+    vmig_dev_fail_all(s, &first);
 }
 
 int vmig_session_failf(vmig_session *s, int code, const char *fmt, ...)
@@ -342,6 +345,7 @@ void vmig_session_reset_run(vmig_session *s)
 {
     if (s->role == VMIG_ROLE_SOURCE)
         vmig_source_accel_end(s);
+    vmig_dev_end_run(s);
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
         vmig_conn_close(c->conn);
@@ -398,6 +402,8 @@ static void run_begin(vmig_session *s)
     s->st_dirty_pages = s->st_remaining = s->st_dirty_rate = s->st_bandwidth = 0;
     s->st_expected_ns = s->st_downtime_ns = s->st_sync_ns = 0;
     memset(s->st_codec, 0, sizeof(s->st_codec));
+    s->st_dev_chunks = s->st_dev_bytes = s->st_dev_iter_bytes = s->st_dev_save_ns = 0;
+    s->st_dev_load_ns = s->st_dev_held_max = 0;
     s->deflate_desc[0] = 0;
     memset(&s->st_accel, 0, sizeof(s->st_accel));
     s->accel_noticed = false;
@@ -603,6 +609,13 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
         o->codec[k].out_bytes = LD(s->st_codec[k].out_bytes);
         o->codec[k].ns = LD(s->st_codec[k].ns);
     }
+    o->devices = s->ndevs;
+    o->dev_chunks = (uint32_t)LD(s->st_dev_chunks);
+    o->dev_bytes = LD(s->st_dev_bytes);
+    o->dev_iter_bytes = LD(s->st_dev_iter_bytes);
+    o->dev_save_ns = LD(s->st_dev_save_ns);
+    o->dev_load_ns = LD(s->st_dev_load_ns);
+    o->dev_held_max = LD(s->st_dev_held_max);
     pthread_mutex_lock(&s->lock);
     memcpy(o->deflate_path, s->deflate_desc, sizeof(o->deflate_path));
     pthread_mutex_unlock(&s->lock);

@@ -20,6 +20,7 @@
 #include "../accel/accel.h"
 #include "../base/base.h"
 #include "../codec/codec.h"
+#include "../devstate/devq.h"
 #include "../ram/zero.h"
 #include "../transport/transport.h"
 #include "../wire/wire.h"
@@ -53,11 +54,35 @@ typedef struct vmig_block {
     bool anon_private;    /* source: private anonymous memory (vma.h), for accel */
 } vmig_block;
 
+/* A registered device (vmig_device_register) and its state in a run. */
+typedef struct vmig_dev {
+    char id[VMIG_DEVICE_ID_MAX + 1];
+    uint32_t instance;
+    vmig_device_ops ops;
+    void *opaque;
+    /* Source: the next chunk index; save_iterate's last estimate. */
+    uint32_t next_chunk;
+    bool iter_known;
+    uint64_t iter_remaining;
+    /* Destination: the queue of arriving chunks and the load thread
+     * that drains it; its result (0, or the code that failed the run). */
+    vmig_devq *q;
+    pthread_t loader;
+    bool loader_started;
+    int load_rc;
+    struct vmig_session *s;
+} vmig_dev;
+
 /* One unit of work handed to a source channel thread. */
-enum { VMIG_JOB_RAM = 1, VMIG_JOB_SYNC = 2, VMIG_JOB_FIN = 3 };
+enum { VMIG_JOB_RAM = 1, VMIG_JOB_SYNC = 2, VMIG_JOB_FIN = 3, VMIG_JOB_DEV = 4 };
 
 typedef struct vmig_job {
     uint8_t type;
+    bool last;       /* DEV: the device's last chunk */
+    uint32_t dev;    /* DEV: index into s->devs */
+    uint32_t chunk;  /* DEV: chunk index */
+    uint32_t dlen;   /* DEV: bytes at dbuf */
+    uint8_t *dbuf;   /* DEV: the chunk (malloc'd), freed by the channel once sent */
     bool classified; /* zero pages already partitioned out (zero-detect=main) */
     uint32_t block;  /* index into s->blocks */
     uint32_t pass;
@@ -167,6 +192,16 @@ struct vmig_session {
     vmig_accel_stats st_accel; /* under lock */
     bool accel_noticed;
 
+    /* Devices (vmig_device_register), in registration order; the run's
+     * path and chunk size (source: from the parameters; destination: from
+     * HELLO) and, on the destination, the devices in HELLO's order. */
+    vmig_dev *devs;
+    uint32_t ndevs, devs_cap;
+    uint32_t dev_path, dev_chunk;
+    vmig_dev **dev_hello;
+    uint64_t st_dev_chunks, st_dev_bytes, st_dev_iter_bytes, st_dev_save_ns, st_dev_load_ns;
+    uint64_t st_dev_held_max;
+
     /* Statistics (atomics). */
     uint64_t start_ns, end_ns, total_bytes;
     uint64_t st_wire_bytes, st_ram_bytes, st_normal, st_zero, st_packets, st_verify_ns;
@@ -251,6 +286,47 @@ int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, u
 /* After a failure: if the peer sent an ERROR frame within `timeout_ms`,
  * make its reason the session's error (it explains our broken channels). */
 void vmig_session_take_peer_error(vmig_session *s, int timeout_ms);
+
+/* Source producer slots (source.c), for devstate.c: a free job slot on
+ * the least loaded channel (NULL on abort), and handing it over. */
+vmig_job *vmig_source_slot_get(vmig_session *s, uint32_t *rr, vmig_channel **out);
+void vmig_source_slot_push(vmig_session *s, vmig_channel *c);
+
+/* Device state (devstate.c). */
+/* Source: the bytes the devices will still write at switchover. */
+uint64_t vmig_dev_pending(vmig_session *s);
+/* Source: every device's save_iterate (final == false) or save_final,
+ * their chunks queued as DEV jobs of `pass` (devstate-path=channels) or
+ * written as DEVCHUNK frames (control). `seq` is the producer's. */
+int vmig_dev_save(vmig_session *s, bool final, uint32_t pass, uint64_t *seq, vmig_error *err);
+/* Source, channel thread: send a DEV job. */
+int vmig_dev_send_job(vmig_channel *c, vmig_job *job, vmig_error *err);
+/* Source: free the chunks of jobs never sent (after the channels joined). */
+void vmig_dev_drop_jobs(vmig_session *s);
+/* Destination: match HELLO's devices with the registered ones, make the
+ * queues and start the load threads. */
+int vmig_dev_dest_start(vmig_session *s, const vmig_wire_hello *h, vmig_error *err);
+/* Destination, channel thread: a DEV packet whose header was decoded. */
+int vmig_dev_recv_packet(vmig_channel *c, const vmig_pkt_hdr *h, vmig_error *err);
+/* Destination, control thread: a DEVCHUNK frame (data malloc'd, owned from here). */
+int vmig_dev_recv_frame(vmig_session *s, const vmig_wire_devchunk *dc, uint8_t *data,
+                        vmig_error *err);
+/* Destination: no chunk comes any more; wait for every load to finish. */
+int vmig_dev_dest_finish(vmig_session *s, vmig_error *err);
+/* Both: join load threads and free queues (failure paths, reset). */
+void vmig_dev_end_run(vmig_session *s);
+/* vmig_session_fail: wake every queue's waiters with the error. */
+void vmig_dev_fail_all(vmig_session *s, const vmig_error *e);
+
+/* Control frames that need more than vmig_ctl_read/write (control.c). */
+/* A DEVCHUNK frame: its header, then `data` straight from the caller. */
+int vmig_ctl_write_devchunk(vmig_conn *c, const vmig_wire_devchunk *dc, vmig_error *err);
+/* The next frame, of any type in `mask` (1 << type); an ERROR frame is the
+ * peer's failure, another type a protocol error naming `expect`. DEVCHUNK
+ * frames are checked against (ndevices, chunk_max) and read without a
+ * copy: *payload holds only the chunk's data, *dc its header. */
+int vmig_ctl_read_any(vmig_session *s, uint32_t mask, unsigned expect, unsigned *type,
+                      uint8_t **payload, uint32_t *len, vmig_wire_devchunk *dc, vmig_error *err);
 
 /* Range checks of every parameter (params.c). */
 int vmig_params_check(const vmig_params *p, vmig_error *err);

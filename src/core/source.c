@@ -279,8 +279,9 @@ static void *src_channel_main(void *arg)
 
         uint64_t t0 = vmig_now_ns();
         vmig_error e = {0};
-        int rc = job->type == VMIG_JOB_RAM ? send_ram(c, job, ahead, nahead, &e)
-                                           : send_marker(c, job, &e);
+        int rc = job->type == VMIG_JOB_RAM   ? send_ram(c, job, ahead, nahead, &e)
+                 : job->type == VMIG_JOB_DEV ? vmig_dev_send_job(c, job, &e)
+                                             : send_marker(c, job, &e);
         uint8_t type = job->type;
         vmig_stat_add(&c->st_busy_ns, vmig_now_ns() - t0);
         __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
@@ -349,6 +350,16 @@ static void slot_push(vmig_session *s, vmig_channel *c)
     c->count++;
     pthread_cond_signal(&c->work);
     pthread_mutex_unlock(&s->lock);
+}
+
+vmig_job *vmig_source_slot_get(vmig_session *s, uint32_t *rr, vmig_channel **out)
+{
+    return slot_get(s, -1, rr, out);
+}
+
+void vmig_source_slot_push(vmig_session *s, vmig_channel *c)
+{
+    slot_push(s, c);
 }
 
 /*
@@ -649,10 +660,12 @@ static int choose_codecs(vmig_session *s, vmig_error *err)
 static int send_hello(vmig_session *s, uint32_t features, vmig_error *err)
 {
     vmig_wire_block *wb = calloc(s->nblocks, sizeof(*wb));
-    size_t cap = 32 + (size_t)s->nblocks * (2 + VMIG_BLOCK_NAME_MAX + 12);
+    vmig_wire_device *wd = calloc(s->ndevs ? s->ndevs : 1, sizeof(*wd));
+    size_t cap = 32 + (size_t)s->nblocks * (2 + VMIG_BLOCK_NAME_MAX + 12) +
+                 (size_t)s->ndevs * (2 + VMIG_DEVICE_ID_MAX + 4);
     uint8_t *buf = malloc(cap);
     int rc = 0;
-    if (!wb || !buf) {
+    if (!wb || !wd || !buf) {
         rc = vmig_error_set(err, VMIG_ENOMEM, "out of memory for HELLO");
         goto out;
     }
@@ -670,6 +683,17 @@ static int send_hello(vmig_session *s, uint32_t features, vmig_error *err)
         .nblocks = s->nblocks,
         .blocks = wb,
     };
+    for (uint32_t i = 0; i < s->ndevs; i++) {
+        memcpy(wd[i].id, s->devs[i].id, sizeof(wd[i].id));
+        wd[i].instance = s->devs[i].instance;
+    }
+    if (s->ndevs) {
+        h.features |= VMIG_HELLO_F_DEVICES;
+        h.dev_path = (uint8_t)s->dev_path;
+        h.dev_chunk = s->dev_chunk;
+        h.ndevices = s->ndevs;
+        h.devices = wd;
+    }
     int n = vmig_wire_hello_encode(&h, buf, cap);
     if (n < 0) {
         rc = vmig_error_set(err, VMIG_EINVAL, "HELLO does not fit in %zu bytes", cap);
@@ -678,6 +702,7 @@ static int send_hello(vmig_session *s, uint32_t features, vmig_error *err)
     rc = vmig_ctl_write(s->control, VMIG_CTL_HELLO, buf, (uint32_t)n, err);
 out:
     free(wb);
+    free(wd);
     free(buf);
     return rc;
 }
@@ -998,6 +1023,20 @@ static void publish(vmig_session *s, const live *L, uint32_t pass)
 }
 
 /*
+ * After the RAM jobs of a pass are queued: the devices' save_iterate
+ * (the VM runs) or, once it is stopped, save_final, whose chunks then go
+ * out with the last RAM pass. On the control path save_final waits until
+ * the channels are done (vmig_source_run).
+ */
+static int dev_after_pass(vmig_session *s, bool final, uint32_t pass, uint64_t *seq,
+                          vmig_error *err)
+{
+    if (!s->ndevs || (final && s->dev_path == VMIG_DEVSTATE_CONTROL))
+        return 0;
+    return vmig_dev_save(s, final, pass, seq, err);
+}
+
+/*
  * Every pass up to FIN. Pass 1 sends all pages; after each pass the dirty
  * log is synced and the policy decides: another pass of the dirty pages,
  * or stop the VM, sync once more and send the rest as the last pass. Each
@@ -1022,7 +1061,8 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
     uint64_t t_pass = vmig_now_ns(), wire0 = 0;
     L->probe_at = t_pass + PROBE_AFTER_NS;
     publish(s, L, 1);
-    if ((rc = produce_all(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, 1, &seq)))
+    if ((rc = produce_all(&pk)) || (rc = dev_after_pass(s, !tracked, 1, &seq, err)) ||
+        (rc = push_markers(s, VMIG_JOB_SYNC, 1, &seq)))
         return L->probe_rc ? vmig_error_copy(err, &L->probe_err) : rc;
     while (tracked) {
         if ((rc = wait_drained(s, pass)))
@@ -1044,6 +1084,7 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
             .elapsed_ns = t_synced - s->start_ns,
             .probe_bytes = L->probe_bytes,
             .probe_ns = L->probe_ns,
+            .dev_bytes = vmig_dev_pending(s),
         };
         L->last_sync = t_synced;
         L->probe_bytes = L->probe_ns = 0;
@@ -1060,7 +1101,8 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
             t_pass = vmig_now_ns();
             L->probe_at = t_pass + PROBE_AFTER_NS;
             wire0 = __atomic_load_n(&s->st_wire_bytes, __ATOMIC_RELAXED);
-            if ((rc = produce_dirty(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)))
+            if ((rc = produce_dirty(&pk)) || (rc = dev_after_pass(s, false, pass, &seq, err)) ||
+                (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)))
                 return L->probe_rc ? vmig_error_copy(err, &L->probe_err) : rc;
             continue;
         }
@@ -1076,7 +1118,8 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
         pass++;
         pk.pass = pass;
         publish(s, L, pass);
-        if ((rc = produce_dirty(&pk)) || (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)))
+        if ((rc = produce_dirty(&pk)) || (rc = dev_after_pass(s, true, pass, &seq, err)) ||
+            (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)))
             return rc;
         break;
     }
@@ -1110,6 +1153,11 @@ int vmig_source_run(vmig_session *s, const char *uri)
     live L = {0};
     int rc;
     s->nch = s->p.channels;
+    s->dev_path = s->p.devstate_path;
+    s->dev_chunk =
+        s->dev_path == VMIG_DEVSTATE_CONTROL
+            ? VMIG_MIN(s->p.devstate_chunk, VMIG_WIRE_MAX_CTL_PAYLOAD - VMIG_DEVCHUNK_HDR_LEN)
+            : s->p.devstate_chunk;
     pthread_getcpuclockid(pthread_self(), &s->caller_clock);
     vmig_precopy_init(&L.pc, &s->p);
     if (!s->ops.throttle)
@@ -1192,7 +1240,11 @@ int vmig_source_run(vmig_session *s, const char *uri)
         rc = s->err.code ? s->err.code : VMIG_ECANCELED;
         goto fail;
     }
+    vmig_dev_drop_jobs(s);
     __atomic_store_n(&s->state, VMIG_STATE_VERIFYING, __ATOMIC_RELEASE);
+    if (s->ndevs && s->dev_path == VMIG_DEVSTATE_CONTROL &&
+        (rc = vmig_dev_save(s, true, 0, NULL, &e)))
+        goto fail;
     if (s->ops.save_state && (rc = send_devstate(s, &e)))
         goto fail;
     if ((rc = send_end_and_wait(s, &e)))
@@ -1214,6 +1266,7 @@ fail:
             pthread_join(s->ch[i].thread, NULL);
             s->ch[i].thread_started = false;
         }
+    vmig_dev_drop_jobs(s);
     /* The VM goes on where it was: unthrottled, running, its memory as it
      * was (vmig only read it). */
     dirty_end(s, &L);

@@ -30,9 +30,10 @@ struct vmig_devq {
     devq_entry *tab;
     uint32_t cap, count; /* cap: a power of two */
     uint64_t held, held_max;
-    uint32_t next; /* the index the load thread takes next */
-    uint64_t last; /* index of the chunk marked last, or NO_LAST */
-    int code;      /* first error (0: none) */
+    uint32_t next;     /* the index the load thread takes next */
+    uint32_t received; /* chunks put so far */
+    uint64_t last;     /* index of the chunk marked last, or NO_LAST */
+    int code;          /* first error (0: none) */
     char msg[VMIG_ERROR_MSG_MAX];
 };
 
@@ -82,6 +83,7 @@ static int insert(vmig_devq *q, uint32_t index, void *buf, size_t len, bool last
         i = (i + 1) & (q->cap - 1);
     q->tab[i] = (devq_entry){.buf = buf, .len = len, .index = index, .used = true, .last = last};
     q->count++;
+    q->received++;
     q->held += len + ENTRY_COST;
     if (q->held > q->held_max)
         q->held_max = q->held;
@@ -257,6 +259,23 @@ int vmig_devq_get(vmig_devq *q, void **buf, size_t *len, bool *last, vmig_error 
     pthread_cond_broadcast(&q->space); /* room, and maybe someone's turn */
     pthread_mutex_unlock(&q->mu);
     return 0;
+}
+
+int vmig_devq_close(vmig_devq *q, vmig_error *err)
+{
+    pthread_mutex_lock(&q->mu);
+    if (!q->code && q->last == NO_LAST)
+        fail_locked(q, VMIG_EPROTO,
+                    "device %s: the source finished after %u chunk(s) without the last one",
+                    q->name, q->received);
+    else if (!q->code && q->received != q->last + 1)
+        fail_locked(q, VMIG_EPROTO,
+                    "device %s: the source finished, but %llu of the %llu chunks never arrived",
+                    q->name, (unsigned long long)(q->last + 1 - q->received),
+                    (unsigned long long)(q->last + 1));
+    int rc = q->code ? error_out(q, err) : 0;
+    pthread_mutex_unlock(&q->mu);
+    return rc;
 }
 
 void vmig_devq_stats(vmig_devq *q, uint64_t *held, uint64_t *held_max, uint32_t *taken)

@@ -55,6 +55,14 @@ int vmig_devq_put(vmig_devq *q, uint32_t index, void *buf, size_t len, bool last
  */
 int vmig_devq_get(vmig_devq *q, void **buf, size_t *len, bool *last, vmig_error *err);
 
+/*
+ * No chunk will be put any more (the source finished): a queue that has
+ * not received its last chunk, or misses one before it, fails with
+ * VMIG_EPROTO naming what is missing; the load thread then returns from
+ * get() with that error. Returns 0 or the queue's error.
+ */
+int vmig_devq_close(vmig_devq *q, vmig_error *err);
+
 /* Fail the queue (first error wins): wakes every waiter with it. */
 void vmig_devq_fail(vmig_devq *q, int code, const char *msg);
 

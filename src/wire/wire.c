@@ -126,9 +126,10 @@ int vmig_wire_hs_decode(const uint8_t in[VMIG_HS_LEN], vmig_wire_hs *h, vmig_err
 const char *vmig_wire_ctl_name(unsigned type)
 {
     static const char *const names[] = {
-        [VMIG_CTL_HELLO] = "HELLO",   [VMIG_CTL_READY] = "READY", [VMIG_CTL_END] = "END",
-        [VMIG_CTL_RESULT] = "RESULT", [VMIG_CTL_ERROR] = "ERROR", [VMIG_CTL_DEVSTATE] = "DEVSTATE",
-        [VMIG_CTL_COMMIT] = "COMMIT",
+        [VMIG_CTL_HELLO] = "HELLO",   [VMIG_CTL_READY] = "READY",
+        [VMIG_CTL_END] = "END",       [VMIG_CTL_RESULT] = "RESULT",
+        [VMIG_CTL_ERROR] = "ERROR",   [VMIG_CTL_DEVSTATE] = "DEVSTATE",
+        [VMIG_CTL_COMMIT] = "COMMIT", [VMIG_CTL_DEVCHUNK] = "DEVCHUNK",
     };
     if (type < VMIG_ARRAY_SIZE(names) && names[type])
         return names[type];
@@ -151,7 +152,7 @@ int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
     unsigned t = vmig_get_be16(in);
     if (t < VMIG_CTL_HELLO || t > VMIG_CTL_TYPE_MAX)
         return vmig_error_set(err, VMIG_EPROTO,
-                              "control frame: type %u is not one of 1 (HELLO) .. 7 (COMMIT)", t);
+                              "control frame: type %u is not one of 1 (HELLO) .. 8 (DEVCHUNK)", t);
     uint16_t flags = vmig_get_be16(in + 2);
     if (flags)
         return vmig_error_set(err, VMIG_EPROTO, "control frame %s: flags 0x%04x must be 0",
@@ -225,8 +226,122 @@ int vmig_wire_ctl_check_crc(const uint8_t *frame, uint32_t payload_len, vmig_err
  *  |packet_pages | channels |z_det |verify| features | nblocks  |
  *  +-------------+----------+------+------+----------+----------+
  *  then per block: name_len(2) name[name_len] length(8) page_size(4)
+ *  then, with HELLO_F_DEVICES:
+ *  +----------+-------+------------+-----------+
+ *  | dev_path | rsv 0 | ndevices   | dev_chunk |   then per device:
+ *  +----------+-------+------------+-----------+   id_len(2) id[id_len] instance(4)
+ *      1         1        2            4
  */
-enum { HELLO_FIXED = 16, HELLO_BLOCK_FIXED = 2 + 8 + 4 };
+enum { HELLO_FIXED = 16, HELLO_BLOCK_FIXED = 2 + 8 + 4, HELLO_DEV_FIXED = 8, HELLO_DEVICE = 2 + 4 };
+
+static int hello_check_devfixed(uint8_t path, uint8_t rsv, uint32_t ndev, uint32_t chunk, int code,
+                                vmig_error *err)
+{
+    if (path > VMIG_WIRE_DEV_CONTROL)
+        return vmig_error_set(err, code, "HELLO: dev_path %u is not 0 (channels) or 1 (control)",
+                              path);
+    if (rsv)
+        return vmig_error_set(err, code, "HELLO: the byte after dev_path is 0x%02x, must be 0",
+                              rsv);
+    if (ndev < 1 || ndev > VMIG_WIRE_MAX_DEVICES)
+        return vmig_error_set(err, code, "HELLO: ndevices %" PRIu32 " is not in 1..%d", ndev,
+                              VMIG_WIRE_MAX_DEVICES);
+    if (chunk < VMIG_WIRE_MIN_DEV_CHUNK || chunk > VMIG_WIRE_MAX_DEV_CHUNK)
+        return vmig_error_set(err, code, "HELLO: dev_chunk %" PRIu32 " is not in %u..%u", chunk,
+                              VMIG_WIRE_MIN_DEV_CHUNK, VMIG_WIRE_MAX_DEV_CHUNK);
+    return 0;
+}
+
+/* Index of an earlier device with the same id and instance, or i. */
+static uint32_t hello_find_dup_dev(const vmig_wire_device *d, uint32_t i)
+{
+    for (uint32_t k = 0; k < i; k++)
+        if (d[k].instance == d[i].instance && !strcmp(d[k].id, d[i].id))
+            return k;
+    return i;
+}
+
+static int hello_encode_devices(const vmig_wire_hello *h, uint8_t *out, size_t cap, size_t pos)
+{
+    if (!h->devices ||
+        hello_check_devfixed(h->dev_path, 0, h->ndevices, h->dev_chunk, VMIG_EINVAL, NULL) ||
+        cap - pos < HELLO_DEV_FIXED)
+        return VMIG_EINVAL;
+    out[pos] = h->dev_path;
+    out[pos + 1] = 0;
+    vmig_put_be16(out + pos + 2, (uint16_t)h->ndevices);
+    vmig_put_be32(out + pos + 4, h->dev_chunk);
+    pos += HELLO_DEV_FIXED;
+    for (uint32_t i = 0; i < h->ndevices; i++) {
+        const vmig_wire_device *d = &h->devices[i];
+        size_t nl = strnlen(d->id, sizeof(d->id));
+        if (nl < 1 || nl > VMIG_WIRE_MAX_NAME || hello_find_dup_dev(h->devices, i) != i ||
+            cap - pos < HELLO_DEVICE + nl)
+            return VMIG_EINVAL;
+        vmig_put_be16(out + pos, (uint16_t)nl);
+        memcpy(out + pos + 2, d->id, nl);
+        vmig_put_be32(out + pos + 2 + nl, d->instance);
+        pos += HELLO_DEVICE + nl;
+    }
+    return (int)pos;
+}
+
+/* The device list from in[pos..len); returns the position after it or a
+ * negative code. */
+static long hello_decode_devices(const uint8_t *in, size_t len, size_t pos, vmig_wire_hello *h,
+                                 vmig_error *err)
+{
+    if (len - pos < HELLO_DEV_FIXED)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "HELLO: payload of %zu bytes is truncated: the device list needs "
+                              "%d bytes from byte %zu",
+                              len, HELLO_DEV_FIXED, pos);
+    uint8_t path = in[pos];
+    uint32_t ndev = vmig_get_be16(in + pos + 2), chunk = vmig_get_be32(in + pos + 4);
+    int rc = hello_check_devfixed(path, in[pos + 1], ndev, chunk, VMIG_EPROTO, err);
+    if (rc)
+        return rc;
+    if (!h->devices)
+        return vmig_error_set(err, VMIG_EINVAL, "HELLO: no array for the devices");
+    pos += HELLO_DEV_FIXED;
+    for (uint32_t i = 0; i < ndev; i++) {
+        if (len - pos < 2)
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "HELLO: payload of %zu bytes is truncated: device %" PRIu32
+                                  " of %" PRIu32 " has no id_len",
+                                  len, i, ndev);
+        uint16_t nl = vmig_get_be16(in + pos);
+        if (nl < 1 || nl > VMIG_WIRE_MAX_NAME)
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "HELLO: device %" PRIu32 ": id_len %u is not in 1..%d", i, nl,
+                                  VMIG_WIRE_MAX_NAME);
+        if (len - pos < HELLO_DEVICE + (size_t)nl)
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "HELLO: payload of %zu bytes is truncated inside device %" PRIu32,
+                                  len, i);
+        const uint8_t *id = in + pos + 2;
+        const uint8_t *nul = memchr(id, 0, nl);
+        if (nul)
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "HELLO: device %" PRIu32 ": id has a NUL at byte %zu of %u", i,
+                                  (size_t)(nul - id), nl);
+        vmig_wire_device *d = &h->devices[i];
+        memcpy(d->id, id, nl);
+        d->id[nl] = 0;
+        d->instance = vmig_get_be32(id + nl);
+        uint32_t k = hello_find_dup_dev(h->devices, i);
+        if (k != i)
+            return vmig_error_set(err, VMIG_EPROTO,
+                                  "HELLO: device %" PRIu32 " '%s' instance %" PRIu32
+                                  " repeats device %" PRIu32,
+                                  i, d->id, d->instance, k);
+        pos += HELLO_DEVICE + nl;
+    }
+    h->dev_path = path;
+    h->dev_chunk = chunk;
+    h->ndevices = ndev;
+    return (long)pos;
+}
 
 static int hello_check_fixed(uint32_t packet_pages, uint16_t channels, uint8_t zero_detect,
                              uint8_t verify, uint32_t features, uint32_t nblocks,
@@ -331,6 +446,8 @@ int vmig_wire_hello_encode(const vmig_wire_hello *h, uint8_t *out, size_t cap)
         vmig_put_be32(out + pos + 10 + nl, b->page_size);
         pos += HELLO_BLOCK_FIXED + nl;
     }
+    if (h->features & VMIG_HELLO_F_DEVICES)
+        return hello_encode_devices(h, out, cap, pos);
     return (int)pos;
 }
 
@@ -393,17 +510,70 @@ int vmig_wire_hello_decode(const uint8_t *in, size_t len, vmig_wire_hello *h, ui
             return rc;
         pos += HELLO_BLOCK_FIXED + nl;
     }
+    h->ndevices = 0;
+    if (features & VMIG_HELLO_F_DEVICES) {
+        long end = hello_decode_devices(in, len, pos, h, err);
+        if (end < 0)
+            return (int)end;
+        pos = (size_t)end;
+    }
     if (pos != len)
         return vmig_error_set(err, VMIG_EPROTO,
-                              "HELLO: payload of %zu bytes has %zu bytes after the last block "
+                              "HELLO: payload of %zu bytes has %zu bytes after the last %s "
                               "(which ends at byte %zu)",
-                              len, len - pos, pos);
+                              len, len - pos, features & VMIG_HELLO_F_DEVICES ? "device" : "block",
+                              pos);
     h->packet_pages = packet_pages;
     h->channels = channels;
     h->zero_detect = zero_detect;
     h->verify = verify;
     h->features = features;
     h->nblocks = nblocks;
+    return 0;
+}
+
+/* ---- DEVCHUNK ---- */
+
+void vmig_wire_devchunk_encode_hdr(const vmig_wire_devchunk *c, uint8_t out[VMIG_DEVCHUNK_HDR_LEN])
+{
+    vmig_put_be16(out, c->device);
+    vmig_put_be16(out + 2, c->last ? VMIG_DEVCHUNK_F_LAST : 0);
+    vmig_put_be32(out + 4, c->chunk);
+}
+
+int vmig_wire_devchunk_decode(const uint8_t *in, size_t len, uint32_t ndevices, uint32_t chunk_max,
+                              vmig_wire_devchunk *c, vmig_error *err)
+{
+    if (len < VMIG_DEVCHUNK_HDR_LEN)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEVCHUNK: payload of %zu bytes is shorter than its %d-byte header",
+                              len, VMIG_DEVCHUNK_HDR_LEN);
+    uint16_t dev = vmig_get_be16(in), flags = vmig_get_be16(in + 2);
+    uint32_t chunk = vmig_get_be32(in + 4);
+    size_t n = len - VMIG_DEVCHUNK_HDR_LEN;
+    if (dev >= ndevices)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEVCHUNK: device %u, but HELLO announced %" PRIu32 " device(s)", dev,
+                              ndevices);
+    if (flags & ~VMIG_DEVCHUNK_F_LAST)
+        return vmig_error_set(err, VMIG_EPROTO, "DEVCHUNK: flags 0x%04x has unknown bits", flags);
+    if (chunk >= VMIG_WIRE_MAX_DEV_CHUNKS)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEVCHUNK: chunk %" PRIu32 " is beyond the limit %u", chunk,
+                              VMIG_WIRE_MAX_DEV_CHUNKS - 1);
+    if (n > chunk_max)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEVCHUNK: chunk %" PRIu32 " of device %u has %zu bytes, more than "
+                              "the %" PRIu32 " announced in HELLO",
+                              chunk, dev, n, chunk_max);
+    if (n == 0 && !(flags & VMIG_DEVCHUNK_F_LAST))
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "DEVCHUNK: an empty chunk (%" PRIu32 ") that is not the last", chunk);
+    c->device = dev;
+    c->last = flags & VMIG_DEVCHUNK_F_LAST;
+    c->chunk = chunk;
+    c->data = in + VMIG_DEVCHUNK_HDR_LEN;
+    c->len = (uint32_t)n;
     return 0;
 }
 

@@ -65,12 +65,21 @@ enum vmig_ctl_type {
     VMIG_CTL_ERROR = 5,
     VMIG_CTL_DEVSTATE = 6, /* source: the device state blob, after FIN, before END */
     VMIG_CTL_COMMIT = 7,   /* source: RESULT ok was received; the destination may run */
+    VMIG_CTL_DEVCHUNK = 8, /* source: one chunk of a device's state (devstate-path=control) */
 };
-#define VMIG_CTL_TYPE_MAX VMIG_CTL_COMMIT
+#define VMIG_CTL_TYPE_MAX VMIG_CTL_DEVCHUNK
 
 /* HELLO feature bits. */
 #define VMIG_HELLO_F_DEVSTATE 0x1u /* a DEVSTATE frame comes before END */
-#define VMIG_HELLO_F_KNOWN    VMIG_HELLO_F_DEVSTATE
+#define VMIG_HELLO_F_DEVICES  0x2u /* a device list follows the blocks */
+#define VMIG_HELLO_F_KNOWN    (VMIG_HELLO_F_DEVSTATE | VMIG_HELLO_F_DEVICES)
+
+/* Devices (HELLO_F_DEVICES): how many, and the chunk size limits. */
+#define VMIG_WIRE_MAX_DEVICES   256
+#define VMIG_WIRE_MIN_DEV_CHUNK 4096u
+#define VMIG_WIRE_MAX_DEV_CHUNK (16u << 20)
+/* Where the chunks travel (HELLO dev_path). */
+enum vmig_wire_dev_path { VMIG_WIRE_DEV_CHANNELS = 0, VMIG_WIRE_DEV_CONTROL = 1 };
 
 /* Name of a control type for messages ("HELLO"); "unknown" otherwise. */
 const char *vmig_wire_ctl_name(unsigned type);
@@ -101,6 +110,11 @@ typedef struct vmig_wire_block {
     uint32_t page_size;
 } vmig_wire_block;
 
+typedef struct vmig_wire_device {
+    char id[VMIG_WIRE_MAX_NAME + 1]; /* NUL-terminated, 1..255 bytes */
+    uint32_t instance;
+} vmig_wire_device;
+
 typedef struct vmig_wire_hello {
     uint32_t packet_pages;
     uint16_t channels;
@@ -109,6 +123,12 @@ typedef struct vmig_wire_hello {
     uint32_t features; /* VMIG_HELLO_F_* */
     uint32_t nblocks;
     vmig_wire_block *blocks; /* caller-provided array */
+    /* HELLO_F_DEVICES only: where chunks travel (enum vmig_wire_dev_path),
+     * the largest chunk payload, and the devices, (id, instance) unique. */
+    uint8_t dev_path;
+    uint32_t dev_chunk;
+    uint32_t ndevices;
+    vmig_wire_device *devices; /* caller-provided, VMIG_WIRE_MAX_DEVICES entries to decode */
 } vmig_wire_hello;
 
 /*
@@ -120,6 +140,26 @@ typedef struct vmig_wire_hello {
 int vmig_wire_hello_encode(const vmig_wire_hello *h, uint8_t *out, size_t cap);
 int vmig_wire_hello_decode(const uint8_t *in, size_t len, vmig_wire_hello *h, uint32_t max_blocks,
                            vmig_error *err);
+
+/*
+ * DEVCHUNK payload: device index (in HELLO's list), flags (bit 0: the
+ * device's last chunk), chunk index, then the chunk's bytes.
+ * decode: the index below `ndevices`, flags known, chunk below
+ * VMIG_WIRE_MAX_DEV_CHUNKS, 1..`chunk_max` data bytes (0 only in a last
+ * chunk). *data points into `in`.
+ */
+#define VMIG_DEVCHUNK_HDR_LEN 8
+#define VMIG_DEVCHUNK_F_LAST  0x1u
+typedef struct vmig_wire_devchunk {
+    uint16_t device;
+    bool last;
+    uint32_t chunk;
+    const uint8_t *data;
+    uint32_t len;
+} vmig_wire_devchunk;
+void vmig_wire_devchunk_encode_hdr(const vmig_wire_devchunk *c, uint8_t out[VMIG_DEVCHUNK_HDR_LEN]);
+int vmig_wire_devchunk_decode(const uint8_t *in, size_t len, uint32_t ndevices, uint32_t chunk_max,
+                              vmig_wire_devchunk *c, vmig_error *err);
 
 typedef struct vmig_wire_end {
     uint32_t nblocks;

@@ -17,6 +17,7 @@
 #include "src/wire/wire.h"
 
 #include "../testutil.h"
+#include "../tu_fakesrc.h"
 
 #define PAGES 64
 #define PG    4096
@@ -54,29 +55,6 @@ static const uint8_t uuid_a[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
 
 /* ---- the fake source ---- */
 
-static vmig_conn *fs_connect(dest *d, uint8_t kind, uint16_t id, uint16_t count,
-                             const uint8_t *uuid)
-{
-    vmig_conn *c;
-    vmig_error e = {0};
-    REQUIRE(!vmig_connect(d->uri, 2000, &c, &e), "connect: %s", e.msg);
-    vmig_wire_hs hs = {.kind = kind, .channel_id = id, .channel_count = count};
-    memcpy(hs.uuid, uuid, 16);
-    uint8_t raw[VMIG_HS_LEN];
-    vmig_wire_hs_encode(&hs, raw);
-    vmig_conn_write_all(c, raw, sizeof(raw), "hs", NULL);
-    return c;
-}
-
-static void fs_ctl(vmig_conn *c, unsigned type, const uint8_t *payload, int len)
-{
-    uint8_t buf[4096];
-    REQUIRE(len >= 0 && (size_t)len + 12 <= sizeof(buf), "frame too big");
-    memcpy(buf + VMIG_CTL_HDR_LEN, payload, (size_t)len);
-    size_t n = vmig_wire_ctl_frame(buf, type, (uint32_t)len);
-    vmig_conn_write_all(c, buf, n, "frame", NULL);
-}
-
 static void fs_hello(vmig_conn *c, const char *name, uint64_t len, uint16_t channels)
 {
     vmig_wire_block b = {.length = len, .page_size = PG};
@@ -89,34 +67,18 @@ static void fs_hello(vmig_conn *c, const char *name, uint64_t len, uint16_t chan
                          .blocks = &b};
     uint8_t buf[1024];
     int n = vmig_wire_hello_encode(&h, buf, sizeof(buf));
-    fs_ctl(c, VMIG_CTL_HELLO, buf, n);
-}
-
-/* Read one frame; returns its type (0 on EOF/error). */
-static unsigned fs_read_frame(vmig_conn *c)
-{
-    uint8_t hdr[VMIG_CTL_HDR_LEN];
-    if (vmig_conn_read_all(c, hdr, sizeof(hdr), "hdr", NULL))
-        return 0;
-    unsigned type;
-    uint32_t len;
-    if (vmig_wire_ctl_decode_hdr(hdr, &type, &len, NULL))
-        return 0;
-    uint8_t *rest = malloc(len + 4);
-    int rc = vmig_conn_read_all(c, rest, len + 4, "payload", NULL);
-    free(rest);
-    return rc ? 0 : type;
+    tf_ctl(c, VMIG_CTL_HELLO, buf, n);
 }
 
 /* Control + HELLO + READY + `n` data channels; returns the control conn. */
 static vmig_conn *fs_setup(dest *d, vmig_conn **data, uint16_t n)
 {
-    vmig_conn *ctl = fs_connect(d, VMIG_CH_CONTROL, 0, n, uuid_a);
+    vmig_conn *ctl = tf_connect(d->uri, VMIG_CH_CONTROL, 0, n, uuid_a);
     fs_hello(ctl, "ram", PAGES * PG, n);
-    unsigned t = fs_read_frame(ctl);
+    unsigned t = tf_read_frame(ctl);
     REQUIRE(t == VMIG_CTL_READY, "expected READY, got %u (%s)", t, d->err.msg);
     for (uint16_t i = 0; i < n; i++)
-        data[i] = fs_connect(d, VMIG_CH_DATA, i, n, uuid_a);
+        data[i] = tf_connect(d->uri, VMIG_CH_DATA, i, n, uuid_a);
     return ctl;
 }
 
@@ -187,11 +149,11 @@ static void *fake_dest_main(void *p)
     if (f->l->ops->accept(f->l, 2000, &no_abort, &c, &e))
         return NULL;
     uint8_t hs[VMIG_HS_LEN];
-    if (!vmig_conn_read_all(c, hs, sizeof(hs), "hs", NULL) && fs_read_frame(c) == VMIG_CTL_HELLO) {
+    if (!vmig_conn_read_all(c, hs, sizeof(hs), "hs", NULL) && tf_read_frame(c) == VMIG_CTL_HELLO) {
         uint8_t ready[VMIG_READY_LEN];
         vmig_wire_ready_encode(1u << VMIG_CODEC_NONE, ready);
-        fs_ctl(c, VMIG_CTL_READY, ready, sizeof(ready));
-        f->got_error = fs_read_frame(c) == VMIG_CTL_ERROR;
+        tf_ctl(c, VMIG_CTL_READY, ready, sizeof(ready));
+        f->got_error = tf_read_frame(c) == VMIG_CTL_ERROR;
     }
     /* Any data channel would be the next connection. */
     vmig_conn *d;
@@ -289,59 +251,59 @@ int main(void)
     }
     dest_start(&d);
     {
-        vmig_conn *c = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        vmig_conn *c = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
         fs_hello(c, "other", PAGES * PG, 2);
         expect(&d, VMIG_ENOENT, "other", "HELLO: unknown block");
         vmig_conn_close(c);
     }
     dest_start(&d);
     {
-        vmig_conn *c = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        vmig_conn *c = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
         fs_hello(c, "ram", PAGES * PG * 2, 2);
         expect(&d, VMIG_EINVAL, "ram", "HELLO: block size differs");
         vmig_conn_close(c);
     }
     dest_start(&d);
     {
-        vmig_conn *c = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        vmig_conn *c = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
         fs_hello(c, "ram", PAGES * PG, 3);
         expect(&d, VMIG_EPROTO, "channels", "HELLO: channel count differs");
         vmig_conn_close(c);
     }
     dest_start(&d);
     {
-        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        ctl = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
         fs_hello(ctl, "ram", PAGES * PG, 2);
-        fs_read_frame(ctl);
+        tf_read_frame(ctl);
         uint8_t other[16] = {9};
-        data[0] = fs_connect(&d, VMIG_CH_DATA, 0, 2, other);
+        data[0] = tf_connect(d.uri, VMIG_CH_DATA, 0, 2, other);
         expect(&d, VMIG_EPROTO, "another migration", "data channel: wrong session uuid");
         fs_close(ctl, data, 1);
     }
     dest_start(&d);
     {
-        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        ctl = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
         fs_hello(ctl, "ram", PAGES * PG, 2);
-        fs_read_frame(ctl);
-        data[0] = fs_connect(&d, VMIG_CH_DATA, 1, 2, uuid_a);
-        data[1] = fs_connect(&d, VMIG_CH_DATA, 1, 2, uuid_a);
+        tf_read_frame(ctl);
+        data[0] = tf_connect(d.uri, VMIG_CH_DATA, 1, 2, uuid_a);
+        data[1] = tf_connect(d.uri, VMIG_CH_DATA, 1, 2, uuid_a);
         expect(&d, VMIG_EPROTO, "already connected", "data channel: duplicate id");
         fs_close(ctl, data, 2);
     }
     dest_start(&d);
     {
-        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        ctl = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
         fs_hello(ctl, "ram", PAGES * PG, 2);
-        fs_read_frame(ctl);
-        data[0] = fs_connect(&d, VMIG_CH_DATA, 0, 3, uuid_a);
+        tf_read_frame(ctl);
+        data[0] = tf_connect(d.uri, VMIG_CH_DATA, 0, 3, uuid_a);
         expect(&d, VMIG_EPROTO, "channels", "data channel: count differs");
         fs_close(ctl, data, 1);
     }
     dest_start(&d);
     {
-        ctl = fs_connect(&d, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        ctl = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
         fs_hello(ctl, "ram", PAGES * PG, 2);
-        fs_read_frame(ctl);
+        tf_read_frame(ctl);
         vmig_conn *c;
         vmig_connect(d.uri, 2000, &c, &e); /* connects and says nothing */
         expect(&d, VMIG_ETIMEDOUT, NULL, "data channel: silent peer");
@@ -488,8 +450,8 @@ int main(void)
             .nblocks = 1, .digests = dg, .packets = 1, .normal_pages = variant ? 7 : 1};
         uint8_t buf[256];
         int n = vmig_wire_end_encode(&end, buf, sizeof(buf));
-        fs_ctl(ctl, VMIG_CTL_END, buf, n);
-        unsigned t = fs_read_frame(ctl);
+        tf_ctl(ctl, VMIG_CTL_END, buf, n);
+        unsigned t = tf_read_frame(ctl);
         CHECK(t == VMIG_CTL_ERROR, "END mismatch: the source should get ERROR, got %u", t);
         expect(&d, VMIG_EVERIFY, variant ? "normal" : "digest",
                variant ? "END: page counts differ" : "END: digest differs");
@@ -502,7 +464,7 @@ int main(void)
     {
         uint8_t buf[256];
         int n = vmig_wire_status_encode(VMIG_ECANCELED, "operator canceled", buf, sizeof(buf));
-        fs_ctl(ctl, VMIG_CTL_ERROR, buf, n);
+        tf_ctl(ctl, VMIG_CTL_ERROR, buf, n);
     }
     expect(&d, VMIG_EPEER, "operator canceled", "source sends ERROR");
     fs_close(ctl, data, 1);
@@ -510,7 +472,7 @@ int main(void)
     /* A data channel left in the backlog by an earlier attempt, ahead of
      * the next source's control channel: skipped, the migration works. */
     {
-        vmig_conn *stale = fs_connect(&d, VMIG_CH_DATA, 1, 2, uuid_a);
+        vmig_conn *stale = tf_connect(d.uri, VMIG_CH_DATA, 1, 2, uuid_a);
         pthread_t t;
         dest_start(&d);
         pthread_create(&t, NULL, real_src, &d);

@@ -14,6 +14,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static vmig_wire_block blocks[VMIG_WIRE_MAX_BLOCKS];
+static vmig_wire_device devices[VMIG_WIRE_MAX_DEVICES];
 static uint8_t digests[VMIG_WIRE_MAX_BLOCKS][16];
 static uint8_t re[VMIG_CTL_HDR_LEN + VMIG_WIRE_MAX_CTL_PAYLOAD + VMIG_CTL_TRAILER_LEN];
 
@@ -38,7 +39,7 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
     int rc;
     switch (type) {
     case VMIG_CTL_HELLO: {
-        vmig_wire_hello h = {.blocks = blocks};
+        vmig_wire_hello h = {.blocks = blocks, .devices = devices};
         rc = vmig_wire_hello_decode(p, len, &h, VMIG_WIRE_MAX_BLOCKS, &err);
         check_err(rc, &err);
         if (!rc)
@@ -47,6 +48,21 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
     }
     case VMIG_CTL_DEVSTATE: /* opaque bytes for the application: any length up to the limit */
         return 0;
+    case VMIG_CTL_DEVCHUNK: {
+        /* As a destination that announced 4 devices and 64 KiB chunks. */
+        vmig_wire_devchunk c;
+        rc = vmig_wire_devchunk_decode(p, len, 4, 65536, &c, &err);
+        check_err(rc, &err);
+        if (!rc) {
+            if (c.device >= 4 || c.len > 65536 || c.data != p + VMIG_DEVCHUNK_HDR_LEN ||
+                c.len != len - VMIG_DEVCHUNK_HDR_LEN || (c.len == 0 && !c.last))
+                __builtin_trap();
+            vmig_wire_devchunk_encode_hdr(&c, out);
+            memcpy(out + VMIG_DEVCHUNK_HDR_LEN, c.data, c.len);
+            same((int)len, p, len);
+        }
+        return rc;
+    }
     case VMIG_CTL_READY: { /* 4 bytes: vmig_wire_ctl_decode_hdr() checked the length */
         uint32_t codecs;
         rc = vmig_wire_ready_decode(p, len, &codecs, &err);

@@ -123,13 +123,18 @@ static void test_hello(const char *name, uint32_t features)
         {.name = "pc.ram", .length = 1ull << 30, .page_size = 4096},
         {.name = "vga.vram", .length = 16 << 20, .page_size = 2 << 20},
     };
+    vmig_wire_device dv[2] = {{.id = "cpus", .instance = 0}, {.id = "gpu", .instance = 3}};
     vmig_wire_hello h = {.packet_pages = HELLO_PP,
                          .channels = HELLO_CH,
                          .zero_detect = 2,
                          .verify = 1,
                          .features = features,
                          .nblocks = 2,
-                         .blocks = bl};
+                         .blocks = bl,
+                         .dev_path = VMIG_WIRE_DEV_CHANNELS,
+                         .dev_chunk = 1u << 20,
+                         .ndevices = 2,
+                         .devices = dv};
     uint8_t b[256];
     int p = vmig_wire_hello_encode(&h, b + VMIG_CTL_HDR_LEN, sizeof(b) - 12);
     REQUIRE(p > 0, "HELLO encode");
@@ -141,7 +146,8 @@ static void test_hello(const char *name, uint32_t features)
     uint32_t plen;
     const uint8_t *pl = ctl_check(name, f, n, VMIG_CTL_HELLO, &plen);
     vmig_wire_block out[4];
-    vmig_wire_hello d = {.blocks = out};
+    vmig_wire_device dout[VMIG_WIRE_MAX_DEVICES];
+    vmig_wire_hello d = {.blocks = out, .devices = dout};
     vmig_error e = {0};
     CHECK(!vmig_wire_hello_decode(pl, plen, &d, 4, &e), "%s: %s", name, e.msg);
     CHECK(d.packet_pages == HELLO_PP && d.channels == HELLO_CH && d.zero_detect == 2 &&
@@ -151,6 +157,33 @@ static void test_hello(const char *name, uint32_t features)
         CHECK(!strcmp(out[i].name, bl[i].name) && out[i].length == bl[i].length &&
                   out[i].page_size == bl[i].page_size,
               "HELLO block %d", i);
+    if (features & VMIG_HELLO_F_DEVICES)
+        CHECK(d.ndevices == 2 && d.dev_chunk == 1u << 20 && !strcmp(dout[0].id, "cpus") &&
+                  !strcmp(dout[1].id, "gpu") && dout[1].instance == 3,
+              "%s devices", name);
+    free(f);
+}
+
+/* DEVCHUNK: chunk 9 of device 1, the last, 32 bytes. */
+static void test_devchunk(void)
+{
+    uint8_t b[12 + VMIG_DEVCHUNK_HDR_LEN + 32];
+    vmig_wire_devchunk c = {.device = 1, .last = true, .chunk = 9};
+    vmig_wire_devchunk_encode_hdr(&c, b + VMIG_CTL_HDR_LEN);
+    for (int i = 0; i < 32; i++)
+        b[VMIG_CTL_HDR_LEN + VMIG_DEVCHUNK_HDR_LEN + i] = (uint8_t)(0xC0 + i);
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_DEVCHUNK, VMIG_DEVCHUNK_HDR_LEN + 32);
+    size_t n;
+    uint8_t *f = golden("ctl_devchunk.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    const uint8_t *pl = ctl_check("ctl_devchunk.bin", f, n, VMIG_CTL_DEVCHUNK, &plen);
+    vmig_wire_devchunk d;
+    vmig_error e = {0};
+    CHECK(!vmig_wire_devchunk_decode(pl, plen, 2, 4096, &d, &e), "ctl_devchunk.bin: %s", e.msg);
+    CHECK(d.device == 1 && d.last && d.chunk == 9 && d.len == 32 && d.data[0] == 0xC0,
+          "ctl_devchunk.bin fields");
     free(f);
 }
 
@@ -369,6 +402,8 @@ int main(void)
     test_handshakes();
     test_hello("ctl_hello.bin", 0);
     test_hello("ctl_hello_devstate.bin", VMIG_HELLO_F_DEVSTATE);
+    test_hello("ctl_hello_devices.bin", VMIG_HELLO_F_DEVICES);
+    test_devchunk();
     test_ready();
     test_empty("ctl_commit.bin", VMIG_CTL_COMMIT);
     test_devstate();

@@ -102,7 +102,23 @@ int main(void)
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 23, "table has %d entries", n);
+    CHECK(n == 26, "table has %d entries", n);
+
+    /* Device state: path, chunk size and the destination's buffer. */
+    vmig_params_init(&p);
+    CHECK(p.devstate_path == VMIG_DEVSTATE_CHANNELS && p.devstate_chunk == 1u << 20 &&
+              p.devstate_buffer == 64ull << 20,
+          "devstate defaults");
+    CHECK(set(&p, "devstate-path", "control") == 0 && p.devstate_path == VMIG_DEVSTATE_CONTROL,
+          "devstate-path control");
+    CHECK(set(&p, "devstate-path", "serial") == VMIG_EINVAL, "devstate-path bad");
+    CHECK(set(&p, "devstate-chunk", "4K") == 0 && p.devstate_chunk == 4096, "chunk 4K");
+    CHECK(set(&p, "devstate-chunk", "16M") == 0 && p.devstate_chunk == 16u << 20, "chunk 16M");
+    CHECK(set(&p, "devstate-chunk", "4095") == VMIG_EINVAL, "chunk 4095");
+    CHECK(set(&p, "devstate-chunk", "16777217") == VMIG_EINVAL, "chunk 16M + 1");
+    CHECK(set(&p, "devstate-buffer", "1M") == 0 && p.devstate_buffer == 1u << 20, "buffer 1M");
+    CHECK(set(&p, "devstate-buffer", "4G") == 0 && p.devstate_buffer == 4ull << 30, "buffer 4G");
+    CHECK(set(&p, "devstate-buffer", "1048575") == VMIG_EINVAL, "buffer below 1M");
 
     /* Zero-page offload: the backend, and accel-path's length limit. */
     vmig_params_init(&p);

@@ -225,9 +225,9 @@ static void test_handshake(void)
 
 static void test_ctl_frame(void)
 {
-    static const char *names[] = {"unknown", "HELLO",    "READY",  "END",    "RESULT",
-                                  "ERROR",   "DEVSTATE", "COMMIT", "unknown"};
-    for (unsigned t = 0; t < 9; t++)
+    static const char *names[] = {"unknown", "HELLO",    "READY",  "END",      "RESULT",
+                                  "ERROR",   "DEVSTATE", "COMMIT", "DEVCHUNK", "unknown"};
+    for (unsigned t = 0; t < 10; t++)
         CHECK(!strcmp(vmig_wire_ctl_name(t), names[t]), "ctl_name(%u)", t);
     CHECK(!strcmp(vmig_wire_ctl_name(0x10001), "unknown"), "ctl_name(large)");
 
@@ -282,10 +282,10 @@ static void test_ctl_frame(void)
 
     /* type: 0 and 8 and 0xFFFF rejected, 1..7 accepted */
     uint8_t h[8] = {0};
-    for (unsigned t = 0; t <= 8; t++) {
+    for (unsigned t = 0; t <= 9; t++) {
         vmig_put_be16(h, (uint16_t)t);
         vmig_put_be32(h + 4, t == VMIG_CTL_READY ? VMIG_READY_LEN : 0);
-        if (t >= 1 && t <= 7)
+        if (t >= 1 && t <= 8)
             OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
         else
             EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "type");
@@ -348,6 +348,7 @@ static void test_ctl_frame(void)
 /* ---- HELLO ---- */
 
 static vmig_wire_block BLK[VMIG_WIRE_MAX_BLOCKS + 1];
+static vmig_wire_device DEVS[VMIG_WIRE_MAX_DEVICES];
 
 static void hello_fixed(raw *r, uint32_t pp, uint16_t ch, uint8_t zd, uint8_t v, uint32_t feat,
                         uint32_t nb)
@@ -373,6 +374,7 @@ static int hello_dec(const raw *r, vmig_wire_hello *h, uint32_t max_blocks)
 {
     uint8_t *q = exact(r->b, r->n);
     h->blocks = BLK;
+    h->devices = DEVS;
     int rc = vmig_wire_hello_decode(q, r->n, h, max_blocks, ERR);
     free(q);
     return rc;
@@ -496,8 +498,8 @@ static void test_hello(void)
         OK(hello_dec(r, &hf, VMIG_WIRE_MAX_BLOCKS));
         CHECK(hf.features == VMIG_HELLO_F_DEVSTATE, "features decoded: 0x%x", hf.features);
     }
-    EPROTO_(hello1(r, 1, 1, 0, 0, 2, 4096, 4096), "features");
-    EPROTO_(hello1(r, 1, 1, 0, 0, 3, 4096, 4096), "features");
+    EPROTO_(hello1(r, 1, 1, 0, 0, 4, 4096, 4096), "features");
+    EPROTO_(hello1(r, 1, 1, 0, 0, 5, 4096, 4096), "features");
     EPROTO_(hello1(r, 1, 1, 0, 0, 0x80000000u, 4096, 4096), "features");
     /* page_size: power of two in 4096..2 MiB */
     EPROTO_(hello1(r, 1, 1, 0, 0, 0, 4096, 0), "page_size");
@@ -611,6 +613,126 @@ static int end_dec(const uint8_t *p, size_t n, vmig_wire_end *e, uint32_t expect
     int rc = vmig_wire_end_decode(q, n, e, expect, ERR);
     free(q);
     return rc;
+}
+
+/* HELLO with a device list (HELLO_F_DEVICES) and DEVCHUNK payloads. */
+static void hello_devhead(raw *r, uint8_t path, uint8_t rsv, uint16_t n, uint32_t chunk)
+{
+    hello_fixed(r, 128, 4, 2, 1, VMIG_HELLO_F_DEVICES, 1);
+    hello_block(r, "ram", 3, 1 << 20, 4096);
+    put8(r, path);
+    put8(r, rsv);
+    put16(r, n);
+    put32(r, chunk);
+}
+
+static void hello_dev(raw *r, const char *id, uint16_t nl, uint32_t instance)
+{
+    put16(r, nl);
+    put(r, id, nl);
+    put32(r, instance);
+}
+
+static void test_hello_devices(void)
+{
+    raw *r = raw_new(1 << 20);
+    vmig_wire_hello h;
+    static uint8_t enc[1 << 20];
+    char longid[256];
+    memset(longid, 'd', 255);
+    longid[255] = 0;
+
+    hello_devhead(r, VMIG_WIRE_DEV_CONTROL, 0, 3, 1 << 20);
+    hello_dev(r, "gpu", 3, 0);
+    hello_dev(r, "gpu", 3, 1); /* same id, another instance */
+    hello_dev(r, longid, 255, UINT32_MAX);
+    OK(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS));
+    CHECK(h.ndevices == 3 && h.dev_path == VMIG_WIRE_DEV_CONTROL && h.dev_chunk == 1u << 20 &&
+              !strcmp(h.devices[0].id, "gpu") && h.devices[1].instance == 1 &&
+              !strcmp(h.devices[2].id, longid) && h.devices[2].instance == UINT32_MAX,
+          "devices decoded");
+    int n = vmig_wire_hello_encode(&h, enc, sizeof(enc));
+    CHECK(n == (int)r->n && !memcmp(enc, r->b, r->n), "devices re-encode to the same bytes");
+    CHECK(vmig_wire_hello_encode(&h, enc, (size_t)n - 1) == VMIG_EINVAL, "cap n-1");
+    /* Without the feature bit, no device section is written or read. */
+    vmig_wire_hello plain = h;
+    plain.features = 0;
+    n = vmig_wire_hello_encode(&plain, enc, sizeof(enc));
+    CHECK(n == 16 + 2 + 3 + 12, "no device list without the feature: %d", n);
+    vmig_wire_hello dup = h;
+    dup.devices = DEVS;
+    snprintf(DEVS[1].id, sizeof(DEVS[1].id), "gpu");
+    DEVS[1].instance = 0;
+    CHECK(vmig_wire_hello_encode(&dup, enc, sizeof(enc)) == VMIG_EINVAL, "duplicate device");
+
+    hello_devhead(r, 0, 0, 2, 4096);
+    hello_dev(r, "cpu", 3, 7);
+    hello_dev(r, "cpu", 3, 7);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "repeats");
+    hello_devhead(r, 2, 0, 1, 4096);
+    hello_dev(r, "a", 1, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "dev_path");
+    hello_devhead(r, 0, 1, 1, 4096);
+    hello_dev(r, "a", 1, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "must be 0");
+    hello_devhead(r, 0, 0, 0, 4096);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "ndevices");
+    hello_devhead(r, 0, 0, VMIG_WIRE_MAX_DEVICES + 1, 4096);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "ndevices");
+    hello_devhead(r, 0, 0, 1, 4095);
+    hello_dev(r, "a", 1, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "dev_chunk");
+    hello_devhead(r, 0, 0, 1, VMIG_WIRE_MAX_DEV_CHUNK + 1);
+    hello_dev(r, "a", 1, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "dev_chunk");
+    hello_devhead(r, 0, 0, 1, VMIG_WIRE_MAX_DEV_CHUNK);
+    hello_dev(r, "a", 1, 0);
+    OK(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS));
+    hello_devhead(r, 0, 0, 1, 4096);
+    hello_dev(r, "", 0, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "id_len");
+    hello_devhead(r, 0, 0, 1, 4096);
+    hello_dev(r, "a\0b", 3, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "NUL");
+    hello_devhead(r, 0, 0, 2, 4096);
+    hello_dev(r, "a", 1, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "truncated");
+    hello_devhead(r, 0, 0, 1, 4096);
+    hello_dev(r, "abc", 3, 0);
+    r->n -= 1; /* instance cut short */
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "truncated");
+    hello_devhead(r, 0, 0, 1, 4096);
+    hello_dev(r, "abc", 3, 0);
+    put8(r, 0);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "after the last device");
+    hello_fixed(r, 128, 4, 2, 1, VMIG_HELLO_F_DEVICES, 1);
+    hello_block(r, "ram", 3, 1 << 20, 4096);
+    EPROTO_(hello_dec(r, &h, VMIG_WIRE_MAX_BLOCKS), "device list");
+
+    /* DEVCHUNK: device index, flags, chunk, data within the announced size. */
+    uint8_t dc[16 + 4096];
+    memset(dc, 0xAB, sizeof(dc));
+    vmig_wire_devchunk c = {.device = 2, .last = true, .chunk = 77};
+    vmig_wire_devchunk_encode_hdr(&c, dc);
+    vmig_wire_devchunk d;
+    OK(vmig_wire_devchunk_decode(dc, 8 + 4096, 3, 4096, &d, ERR));
+    CHECK(d.device == 2 && d.last && d.chunk == 77 && d.len == 4096 && d.data == dc + 8,
+          "devchunk decoded");
+    EPROTO_(vmig_wire_devchunk_decode(dc, 8 + 4096, 2, 4096, &d, ERR), "device 2");
+    EPROTO_(vmig_wire_devchunk_decode(dc, 8 + 4096, 3, 4095, &d, ERR), "more than");
+    EPROTO_(vmig_wire_devchunk_decode(dc, 7, 3, 4096, &d, ERR), "shorter");
+    OK(vmig_wire_devchunk_decode(dc, 8, 3, 4096, &d, ERR)); /* empty, last */
+    c.last = false;
+    vmig_wire_devchunk_encode_hdr(&c, dc);
+    EPROTO_(vmig_wire_devchunk_decode(dc, 8, 3, 4096, &d, ERR), "empty");
+    vmig_put_be16(dc + 2, 2);
+    EPROTO_(vmig_wire_devchunk_decode(dc, 9, 3, 4096, &d, ERR), "flags");
+    vmig_put_be16(dc + 2, 0);
+    vmig_put_be32(dc + 4, VMIG_WIRE_MAX_DEV_CHUNKS);
+    EPROTO_(vmig_wire_devchunk_decode(dc, 9, 3, 4096, &d, ERR), "limit");
+    vmig_put_be32(dc + 4, VMIG_WIRE_MAX_DEV_CHUNKS - 1);
+    OK(vmig_wire_devchunk_decode(dc, 9, 3, 4096, &d, ERR));
+    raw_free(r);
 }
 
 static void test_end(void)
@@ -1247,6 +1369,7 @@ int main(void)
     test_handshake();
     test_ctl_frame();
     test_hello();
+    test_hello_devices();
     test_end();
     test_status();
     test_packet_roundtrip();
