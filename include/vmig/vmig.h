@@ -542,6 +542,7 @@ typedef struct vmig_stats {
     vmig_accel_stats accel;
     /* Device state (vmig_device_register). */
     uint32_t devices;        /* devices in the run */
+    uint32_t dev_path;       /* enum vmig_devstate_path of the run */
     uint32_t dev_chunks;     /* chunks sent (source) or loaded (destination) */
     uint64_t dev_bytes;      /* device-state bytes sent or loaded */
     uint64_t dev_iter_bytes; /* of them, written by save_iterate during pre-copy */

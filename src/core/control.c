@@ -43,11 +43,11 @@ int vmig_ctl_write_devchunk(vmig_conn *c, const vmig_wire_devchunk *dc, vmig_err
 /* The rest of a DEVCHUNK frame after its 8-byte header: the chunk header,
  * checked before the data is read, the data into a buffer of its own, the
  * crc over all of it. */
-static int read_devchunk(vmig_conn *c, const uint8_t hdr[VMIG_CTL_HDR_LEN], uint32_t plen,
-                         uint32_t ndevices, uint32_t chunk_max, uint8_t **data,
-                         vmig_wire_devchunk *dc, vmig_error *err)
+static int read_devchunk(vmig_session *s, vmig_conn *c, const uint8_t hdr[VMIG_CTL_HDR_LEN],
+                         uint32_t plen, uint8_t **data, vmig_wire_devchunk *dc, vmig_error *err)
 {
     uint8_t sub[VMIG_DEVCHUNK_HDR_LEN], trailer[VMIG_CTL_TRAILER_LEN];
+    uint32_t ndevices = s->ndevs, chunk_max = s->dev_chunk;
     if (plen < sizeof(sub))
         return vmig_wire_devchunk_decode(sub, plen, ndevices, chunk_max, dc, err);
     int rc = vmig_conn_read_all(c, sub, sizeof(sub), "a DEVCHUNK header", err);
@@ -57,7 +57,7 @@ static int read_devchunk(vmig_conn *c, const uint8_t hdr[VMIG_CTL_HDR_LEN], uint
     if ((rc = vmig_wire_devchunk_decode(sub, plen, ndevices, chunk_max, dc, err)))
         return rc;
     dc->data = NULL;
-    uint8_t *buf = malloc(dc->len ? dc->len : 1);
+    uint8_t *buf = vmig_dev_buf_get(s);
     if (!buf)
         return vmig_error_set(err, VMIG_ENOMEM, "out of memory for a %u-byte device chunk",
                               dc->len);
@@ -75,7 +75,7 @@ static int read_devchunk(vmig_conn *c, const uint8_t hdr[VMIG_CTL_HDR_LEN], uint
                                 vmig_get_be32(trailer), sum, dc->chunk, dc->device);
     }
     if (rc) {
-        free(buf);
+        vmig_dev_buf_put(s, buf);
         return rc;
     }
     *data = buf;
@@ -84,9 +84,9 @@ static int read_devchunk(vmig_conn *c, const uint8_t hdr[VMIG_CTL_HDR_LEN], uint
 
 /* One frame of a type in `mask`; see vmig_ctl_read_any. `dev` may be NULL
  * when DEVCHUNK is not in the mask. */
-static int ctl_read(vmig_conn *c, uint32_t mask, unsigned expect, unsigned *type_out,
-                    uint8_t **payload, uint32_t *len, uint32_t ndevices, uint32_t chunk_max,
-                    vmig_wire_devchunk *dc, vmig_error *err)
+static int ctl_read(vmig_session *s, vmig_conn *c, uint32_t mask, unsigned expect,
+                    unsigned *type_out, uint8_t **payload, uint32_t *len, vmig_wire_devchunk *dc,
+                    vmig_error *err)
 {
     uint8_t hdr[VMIG_CTL_HDR_LEN];
     unsigned type;
@@ -99,8 +99,8 @@ static int ctl_read(vmig_conn *c, uint32_t mask, unsigned expect, unsigned *type
     rc = vmig_wire_ctl_decode_hdr(hdr, &type, &plen, err);
     if (rc)
         return rc;
-    if (type == VMIG_CTL_DEVCHUNK && (mask & 1u << type)) {
-        rc = read_devchunk(c, hdr, plen, ndevices, chunk_max, payload, dc, err);
+    if (type == VMIG_CTL_DEVCHUNK && s && (mask & 1u << type)) {
+        rc = read_devchunk(s, c, hdr, plen, payload, dc, err);
         if (!rc) {
             *len = dc->len;
             *type_out = type;
@@ -149,7 +149,7 @@ static int ctl_read(vmig_conn *c, uint32_t mask, unsigned expect, unsigned *type
 int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len, vmig_error *err)
 {
     unsigned type;
-    return ctl_read(c, 1u << expect, expect, &type, payload, len, 0, 0, NULL, err);
+    return ctl_read(NULL, c, 1u << expect, expect, &type, payload, len, NULL, err);
 }
 
 /* Wait until the control channel is readable, giving up with the
@@ -181,9 +181,7 @@ int vmig_ctl_read_any(vmig_session *s, uint32_t mask, unsigned expect, unsigned 
     *payload = NULL;
     *len = 0;
     int rc = ctl_wait(s, expect, UINT64_MAX, -1, err);
-    return rc ? rc
-              : ctl_read(s->control, mask, expect, type, payload, len, s->ndevs, s->dev_chunk, dc,
-                         err);
+    return rc ? rc : ctl_read(s, s->control, mask, expect, type, payload, len, dc, err);
 }
 
 int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,

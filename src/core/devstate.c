@@ -93,6 +93,64 @@ int vmig_device_register(vmig_session *s, const char *id, uint32_t instance,
 }
 
 /* ------------------------------------------------------------------ */
+/* chunk buffers                                                       */
+
+/* Buffers kept beyond those in flight: a full destination queue and the
+ * channels' queues hold the rest, which go back to malloc. */
+#define POOL_MAX 64u
+
+void *vmig_dev_buf_get(vmig_session *s)
+{
+    void *b = NULL;
+    pthread_mutex_lock(&s->dev_pool_lock);
+    if (s->dev_pool_n)
+        b = s->dev_pool[--s->dev_pool_n];
+    pthread_mutex_unlock(&s->dev_pool_lock);
+    return b ? b : malloc(s->dev_chunk);
+}
+
+void vmig_dev_buf_put(vmig_session *s, void *buf)
+{
+    if (!buf)
+        return;
+    pthread_mutex_lock(&s->dev_pool_lock);
+    if (s->dev_pool_n < s->dev_pool_cap) {
+        s->dev_pool[s->dev_pool_n++] = buf;
+        buf = NULL;
+    }
+    pthread_mutex_unlock(&s->dev_pool_lock);
+    free(buf);
+}
+
+int vmig_dev_pool_fill(vmig_session *s, uint32_t n, vmig_error *err)
+{
+    n = VMIG_MIN(n, POOL_MAX);
+    s->dev_pool = calloc(POOL_MAX, sizeof(void *));
+    if (!s->dev_pool)
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for device chunk buffers");
+    s->dev_pool_cap = POOL_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *b = malloc(s->dev_chunk);
+        if (!b)
+            return vmig_error_set(err, VMIG_ENOMEM, "out of memory for device chunk buffers");
+        /* Touch it now (a write per page), not inside the downtime. */
+        for (uint32_t k = 0; k < s->dev_chunk; k += 4096)
+            b[k] = 0;
+        s->dev_pool[s->dev_pool_n++] = b;
+    }
+    return 0;
+}
+
+static void pool_free(vmig_session *s)
+{
+    for (uint32_t i = 0; i < s->dev_pool_n; i++)
+        free(s->dev_pool[i]);
+    free(s->dev_pool);
+    s->dev_pool = NULL;
+    s->dev_pool_n = s->dev_pool_cap = 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* source                                                              */
 
 uint64_t vmig_dev_pending(vmig_session *s)
@@ -167,7 +225,7 @@ int vmig_devstate_write(vmig_devstate_out *o, const void *buf, size_t len)
          * of save_final is the last. */
         if (o->buf && o->len == o->s->dev_chunk && (o->rc = emit(o, false)))
             return o->rc;
-        if (!o->buf && !(o->buf = malloc(o->s->dev_chunk))) {
+        if (!o->buf && !(o->buf = vmig_dev_buf_get(o->s))) {
             o->rc = vmig_error_set(&o->err, VMIG_ENOMEM, "out of memory for a device chunk");
             return o->rc;
         }
@@ -206,7 +264,7 @@ int vmig_dev_save(vmig_session *s, bool final, uint32_t pass, uint64_t *seq, vmi
          * save_iterate left in its buffer goes as it is. */
         if (!o.rc && (final || o.len))
             o.rc = emit(&o, final);
-        free(o.buf);
+        vmig_dev_buf_put(s, o.buf);
         if (o.rc) {
             if (o.err.code == 0)
                 vmig_error_set(&o.err, o.rc, "device '%s' instance %u: %s", d->id, d->instance,
@@ -247,7 +305,7 @@ int vmig_dev_send_job(vmig_channel *c, vmig_job *job, vmig_error *err)
     uint64_t bytes = hlen + job->dlen;
     vmig_rate_wait(s, bytes);
     int rc = vmig_conn_write_full(c->conn, iov, job->dlen ? 2 : 1, "a DEV packet", err);
-    free(job->dbuf);
+    vmig_dev_buf_put(s, job->dbuf);
     job->dbuf = NULL;
     if (rc)
         return rc;
@@ -290,7 +348,7 @@ static void *loader_main(void *arg)
         if (!rc && last && d->ops.load_done)
             rc = d->ops.load_done(d->opaque);
         vmig_stat_add(&s->st_dev_load_ns, vmig_now_ns() - t0);
-        free(buf);
+        vmig_dev_buf_put(s, buf);
         if (rc) {
             d->load_rc = rc < 0 ? rc : VMIG_EIO;
             vmig_session_failf(s, d->load_rc, "device '%s' instance %u: %s refused the state (%s)",
@@ -336,6 +394,10 @@ int vmig_dev_dest_start(vmig_session *s, const vmig_wire_hello *h, vmig_error *e
     }
     s->dev_path = h->dev_path;
     s->dev_chunk = h->dev_chunk;
+    /* Enough for every channel's chunk in flight and a queue that keeps up. */
+    int prc = vmig_dev_pool_fill(s, 2 * h->channels + 8, err);
+    if (prc)
+        return prc;
     for (uint32_t i = 0; i < s->ndevs; i++) {
         vmig_dev *d = &s->devs[i];
         char name[VMIG_DEVICE_ID_MAX + 16];
@@ -399,7 +461,7 @@ int vmig_dev_recv_packet(vmig_channel *c, const vmig_pkt_hdr *h, vmig_error *err
                               "more than the %u announced in HELLO",
                               (unsigned long long)h->seq, h->chunk, d->id, d->instance,
                               h->payload_len, s->dev_chunk);
-    uint8_t *buf = malloc(h->payload_len ? h->payload_len : 1);
+    uint8_t *buf = vmig_dev_buf_get(s);
     if (!buf)
         return vmig_error_set(err, VMIG_ENOMEM, "out of memory for a %u-byte device chunk",
                               h->payload_len);
@@ -407,7 +469,7 @@ int vmig_dev_recv_packet(vmig_channel *c, const vmig_pkt_hdr *h, vmig_error *err
     if (!rc)
         rc = vmig_wire_pkt_check_dev(h, c->hdr, buf, err);
     if (rc) {
-        free(buf);
+        vmig_dev_buf_put(s, buf);
         return rc;
     }
     uint64_t bytes = VMIG_PKT_HDR_LEN + (uint64_t)h->payload_len;
@@ -490,4 +552,5 @@ void vmig_dev_end_run(vmig_session *s)
     }
     free(s->dev_hello);
     s->dev_hello = NULL;
+    pool_free(s);
 }

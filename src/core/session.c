@@ -34,6 +34,7 @@ int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_para
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->rate_lock, NULL);
     pthread_mutex_init(&s->auto_lock, NULL);
+    pthread_mutex_init(&s->dev_pool_lock, NULL);
     pthread_cond_init(&s->space, NULL);
     pthread_cond_init(&s->barrier_cv, NULL);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++) {
@@ -69,6 +70,7 @@ void vmig_session_free(vmig_session *s)
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->rate_lock);
     pthread_mutex_destroy(&s->auto_lock);
+    pthread_mutex_destroy(&s->dev_pool_lock);
     free(s);
 }
 
@@ -610,6 +612,7 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
         o->codec[k].ns = LD(s->st_codec[k].ns);
     }
     o->devices = s->ndevs;
+    o->dev_path = s->dev_path;
     o->dev_chunks = (uint32_t)LD(s->st_dev_chunks);
     o->dev_bytes = LD(s->st_dev_bytes);
     o->dev_iter_bytes = LD(s->st_dev_iter_bytes);

@@ -199,6 +199,11 @@ struct vmig_session {
     uint32_t ndevs, devs_cap;
     uint32_t dev_path, dev_chunk;
     vmig_dev **dev_hello;
+    /* Chunk buffers (dev_chunk bytes each) kept warm for reuse: fresh
+     * memory costs a page fault per page, inside the downtime. */
+    pthread_mutex_t dev_pool_lock;
+    void **dev_pool;
+    uint32_t dev_pool_n, dev_pool_cap;
     uint64_t st_dev_chunks, st_dev_bytes, st_dev_iter_bytes, st_dev_save_ns, st_dev_load_ns;
     uint64_t st_dev_held_max;
 
@@ -303,6 +308,12 @@ int vmig_dev_save(vmig_session *s, bool final, uint32_t pass, uint64_t *seq, vmi
 int vmig_dev_send_job(vmig_channel *c, vmig_job *job, vmig_error *err);
 /* Source: free the chunks of jobs never sent (after the channels joined). */
 void vmig_dev_drop_jobs(vmig_session *s);
+/* Both: a chunk buffer of dev_chunk bytes (warm when one was given back),
+ * NULL when out of memory; give it back (or free() it, either is fine). */
+void *vmig_dev_buf_get(vmig_session *s);
+void vmig_dev_buf_put(vmig_session *s, void *buf);
+/* Both: fill the pool with `n` populated buffers (before the VM stops). */
+int vmig_dev_pool_fill(vmig_session *s, uint32_t n, vmig_error *err);
 /* Destination: match HELLO's devices with the registered ones, make the
  * queues and start the load threads. */
 int vmig_dev_dest_start(vmig_session *s, const vmig_wire_hello *h, vmig_error *err);

@@ -1175,7 +1175,8 @@ int vmig_source_run(vmig_session *s, const char *uri)
     /* The offload engine before any connection: a device asked for that
      * cannot be used fails the migration before the peer hears of it. */
     if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, false, &e)) ||
-        (rc = accel_setup(s, &e)) || (rc = dirty_setup(s, &e)))
+        (rc = accel_setup(s, &e)) || (rc = dirty_setup(s, &e)) ||
+        (s->ndevs && (rc = vmig_dev_pool_fill(s, s->nch * (VMIG_QUEUE_DEPTH + 1) + 2, &e))))
         goto fail;
 
     /* Control channel: handshake, HELLO, then READY (or the destination's reason). */

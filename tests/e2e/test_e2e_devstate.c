@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "src/transport/transport.h"
 #include "src/wire/wire.h"
@@ -455,6 +456,12 @@ static void run_fake(vmig_session *dst, const char *uri, tdev *d0, const fk_case
             CHECK(t == VMIG_CTL_RESULT, "%s: expected RESULT, got %u", k->what, t);
             tf_ctl(ctl, VMIG_CTL_COMMIT, NULL, 0);
         }
+    }
+    if (k->cut) { /* the channel of the cut chunk closes first: its error is the one */
+        int ch = k->c[k->n - 1].ch;
+        vmig_conn_close(data[ch]);
+        data[ch] = NULL;
+        usleep(200000);
     }
     if (k->code != 0 || k->cut) {
         for (int i = 0; i < 2; i++)

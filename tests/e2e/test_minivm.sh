@@ -8,8 +8,9 @@
 # source guest runs on and reports no failure; then it migrates again from
 # the monitor and verifies), ping-pong A -> B -> A, a
 # migration started from the monitor, KVM's dirty ring instead of the
-# bitmap, and a page corrupted under the running guest (its checker must
-# report it).
+# bitmap, a page corrupted under the running guest (its checker must
+# report it), and a device with 64 MiB of state over both device-state
+# paths.
 #
 # Run by meson with MINIVM=<minivm binary>. Exit 0 pass, 1 fail, 77 skip
 # (no usable /dev/kvm, or no guest binary built), with the reason on stderr.
@@ -183,6 +184,45 @@ if [ "$RC" = 5 ] && has bad.err "CHECK_FAIL"; then
     pass "corrupted page: the guest's checker reported it, exit 5"
 else
     fail "corrupted page: exit $RC: $(tail -3 "$T/bad.err")"
+fi
+
+# The synthetic device: 64 MiB of state that the guest rewrites through its
+# ports, migrated as device state next to the vCPUs, over the data channels
+# and over the control channel. The destination checks the whole buffer,
+# the guest reads words back through the device after the migration.
+for path in channels control; do
+    live "dev$path" --mem 128M --vcpus 2 --device-state 64M --device-rate 200 --migrate-after 1s \
+        -o devstate-path=$path
+    if [ "$RC" = 0 ] && has "dev$path.err" "verified device state: 64 MiB" &&
+        has "dev$path.err" "read [1-9][0-9]* device words back here" &&
+        has "dev$path.out" "2 device(s), 64.0.* MiB"; then
+        pass "device state ($path): buffer verified by the destination, words by the guest"
+    else
+        fail "device state ($path): exit $RC: $(tail -5 "$T/dev$path.err")"
+    fi
+done
+# One vCPU does both: the writer's rewrites and the checker's reads.
+live dev1 --mem 64M --vcpus 1 --device-state 16M --device-rate 500 --migrate-after 1s
+if [ "$RC" = 0 ] && has dev1.err "verified device state: 16 MiB"; then
+    pass "device state, 1 vCPU: verified"
+else
+    fail "device state, 1 vCPU: exit $RC: $(tail -5 "$T/dev1.err")"
+fi
+# A destination without the device refuses, naming it; the source guest runs on.
+"$MINIVM" run --incoming "unix:$T/nodev.sock" >"$T/nd.out" 2>"$T/nd.err" &
+dpid=$!
+PIDS+=("$dpid")
+for _ in $(seq 100); do [ -S "$T/nodev.sock" ] && break; sleep 0.05; done
+timeout 60 "$MINIVM" run --guest "$GUEST" --mem 64M --device-state 8M --migrate-after 500ms \
+    --migrate-to "unix:$T/nodev.sock" --run-for 3s >"$T/nds.out" 2>"$T/nds.err"
+RC=$?
+wait "$dpid"
+rd=$?
+if [ "$RC" = 1 ] && [ "$rd" != 0 ] && has nds.err "minivm-sdev' instance 0.*not registered" &&
+    has nds.err "the guest runs on"; then
+    pass "destination without the device: refused by name, the source guest ran on"
+else
+    fail "destination without the device: exits $RC $rd: $(tail -3 "$T/nds.err")"
 fi
 
 echo "$npass passed, $nfail failed, 0 skipped"

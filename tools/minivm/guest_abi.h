@@ -49,11 +49,44 @@
 #define MINIVM_PORT_SLEEP   0x504
 #define MINIVM_SLEEP_MAX_US 10000u
 
+/*
+ * The synthetic device (minivm run --device-state SIZE): a buffer of SIZE
+ * bytes, like a GPU's memory, in MINIVM_DEV_REGIONS equal regions. Region
+ * r rewritten with seed S holds the u64 words minivm_dev_word(r, S, k);
+ * every region starts with seed 0. Its state is saved only while the VM is
+ * stopped, and migrates as device state (not as guest RAM).
+ *   OUT32 MINIVM_PORT_DEV_REWRITE  value = region << 24 | seed (24 bits): rewrite
+ *                                  the region with that seed
+ *   OUT32 MINIVM_PORT_DEV_SELECT   value = region << 22 | word: select a word for
+ *                                  the reads below (one selection per vCPU)
+ *   IN32  MINIVM_PORT_DEV_LO, _HI  the selected word's low and high halves
+ * Replaying an access (a vCPU stopped between the exit and its completion
+ * repeats it where it resumes) gives the same result: every command is
+ * idempotent.
+ */
+#define MINIVM_PORT_DEV_REWRITE 0x510
+#define MINIVM_PORT_DEV_SELECT  0x514
+#define MINIVM_PORT_DEV_LO      0x518
+#define MINIVM_PORT_DEV_HI      0x51C
+#define MINIVM_DEV_REGIONS      256u
+#define MINIVM_DEV_SEED_MASK    0xFFFFFFu
+#define MINIVM_DEV_WORD_BITS    22 /* a region holds at most 2^22 words (32 MiB) */
+
+static inline uint64_t minivm_dev_word(uint32_t region, uint32_t seed, uint64_t k)
+{
+    uint64_t z =
+        ((uint64_t)seed << 32 | region) * 0x9E3779B97F4A7C15ull + k * 0xD1B54A32D192ED03ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 enum minivm_event {
     MINIVM_EV_READY = 1,        /* vCPU's config read, loop starts (value | vcpu << 16) */
     MINIVM_EV_CHECK_FAIL = 2,   /* the checker found a bad page: config.fail_* say which */
     MINIVM_EV_COUNTER_JUMP = 3, /* the counter did not continue: config.fail_* */
     MINIVM_EV_DONE = 4,         /* the guest finished its configured run (run_pages reached) */
+    MINIVM_EV_DEV_FAIL = 5,     /* a device word differed: fail_index region, fail_word word */
 };
 
 /* Roles of the vCPUs. */
@@ -117,6 +150,17 @@ struct minivm_config {
     /* (guest) the first failure: page index, what was expected and found */
     uint64_t fail_index, fail_want, fail_got, fail_word;
     uint64_t check_rate; /* pages/s the checker checks; 0 = none, MINIVM_RATE_MAX = unpaced */
+    /* The synthetic device (0 regions: none). The writer rewrites a random
+     * region dev_cmd_rate times per second; the checker reads one random
+     * word through the device per batch and compares it with its own
+     * record of the seeds. */
+    uint64_t dev_regions;      /* MINIVM_DEV_REGIONS, or 0 */
+    uint64_t dev_region_words; /* u64 words per region */
+    uint64_t dev_cmd_rate;     /* rewrites per second */
+    uint64_t dev_cmds;         /* (guest) rewrites issued; bumped before each one */
+    uint64_t dev_checks;       /* (guest) words checked */
+    uint64_t dev_busy;         /* (guest) region + 1 of the rewrite in flight, 0: none */
+    uint32_t dev_seed[MINIVM_DEV_REGIONS]; /* (guest) the seed it last gave each region */
 };
 
 #endif

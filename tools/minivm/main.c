@@ -27,6 +27,7 @@ struct run_opts {
     int ready_fd;
     bool dirty_ring;
     uint32_t ring_entries;
+    uint64_t device_state, device_rate;
 };
 
 static void usage(FILE *f)
@@ -36,9 +37,11 @@ static void usage(FILE *f)
             "  minivm run [--mem SIZE] [--vcpus N] [--dirty-rate PAGES] [--check-rate PAGES]\n"
             "             [--hot-set SIZE] [--hot-share PCT] [--seed N] [--run-pages N]\n"
             "             [--guest FILE] [--dirty-log MODE] [--monitor] [--run-for DUR]\n"
+            "             [--device-state SIZE [--device-rate N]]\n"
             "             [--migrate-to URI [--migrate-after DUR] [--verify-dest [--prefault]]]\n"
             "             [vmig options]\n"
-            "  minivm run --incoming URI [--mem SIZE [--prefault]] [--verify] [--run-for DUR]\n"
+            "  minivm run --incoming URI [--mem SIZE [--prefault]] [--device-state SIZE]\n"
+            "             [--verify] [--run-for DUR]\n"
             "             [--migrate-to URI [--migrate-after DUR]] [--monitor] [--ready-fd FD]\n"
             "             [vmig options]\n"
             "  minivm probe\n"
@@ -71,6 +74,13 @@ static void usage(FILE *f)
             "                        chunks where the kernel has manual protect) or ring\n"
             "                        (KVM_CAP_DIRTY_LOG_RING; ring:N for N entries per\n"
             "                        vCPU, a power of two, default 65536) (default bitmap)\n"
+            "  --device-state SIZE   add a device with SIZE bytes of state (a multiple of 1M,\n"
+            "                        up to 8G), like a GPU's memory: 256 regions that the\n"
+            "                        guest's writer rewrites through I/O ports and whose\n"
+            "                        words its checker reads back; saved only while the VM\n"
+            "                        is stopped, it migrates as device state (vmig's\n"
+            "                        devstate-path), next to the vCPU state\n"
+            "  --device-rate N       region rewrites per second (default 50)\n"
             "  --migrate-to URI      migrate live to a destination (tcp:HOST:PORT, unix:PATH)\n"
             "  --migrate-after DUR   run this long first (default 3s); DUR is N, Nms, Ns, Nm\n"
             "  --verify-dest         start the destination too, as a child process on URI\n"
@@ -89,9 +99,14 @@ static void usage(FILE *f)
             "  --mem SIZE            create the guest's RAM before listening, as a VMM\n"
             "                        started for an incoming migration does; the source\n"
             "                        must announce the same sizes\n"
-            "  --prefault            populate that RAM before listening (MADV_POPULATE_WRITE)\n"
+            "  --prefault            populate that RAM (and the device's buffer) before\n"
+            "                        listening (MADV_POPULATE_WRITE)\n"
+            "  --device-state SIZE   the source's device, of the same size: its state is\n"
+            "                        loaded while it arrives\n"
             "  --verify              before resuming, check every workload page against the\n"
-            "                        generation table at host speed (\"verified N pages\")\n"
+            "                        generation table at host speed (\"verified N pages\"),\n"
+            "                        and the device's whole buffer against its seeds and the\n"
+            "                        guest's record of its commands\n"
             "  --migrate-to URI      after resuming and --migrate-after (default 1s), check\n"
             "                        that the guest went on and migrate it onward (the\n"
             "                        second leg of a ping-pong)\n"
@@ -440,19 +455,13 @@ static void hook_resume(void *opaque)
     struct hook_ctx *h = opaque;
     minivm_vcpus_resume(h->vm);
 }
-static int hook_save_state(void *opaque, void **buf, size_t *len)
+/* The VM's devices: the vCPUs, and the synthetic device when there is one. */
+static int register_devices(vmig_session *s, struct minivm *vm, vmig_error *err)
 {
-    struct hook_ctx *h = opaque;
-    return minivm_state_save(h->vm, buf, len) ? VMIG_EIO : 0;
-}
-static int hook_load_state(void *opaque, const void *buf, size_t len)
-{
-    char msg[256];
-    if (minivm_state_load(opaque, buf, len, msg, sizeof(msg))) {
-        fprintf(stderr, "minivm: device state refused: %s\n", msg);
-        return VMIG_EPROTO;
-    }
-    return 0;
+    int rc = vmig_device_register(s, "cpus", 0, &minivm_cpus_ops, vm, err);
+    if (!rc && vm->sdev)
+        rc = vmig_device_register(s, "minivm-sdev", 0, &minivm_sdev_ops, vm->sdev, err);
+    return rc;
 }
 
 static int block_cb(void *opaque, vmig_session *s, const char *name, uint64_t length,
@@ -524,7 +533,7 @@ static pid_t spawn_dest(const struct run_opts *ro)
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
-        char ch[16], mem[32], fd[16];
+        char ch[16], mem[32], fd[16], dev[32];
         snprintf(ch, sizeof(ch), "%u", ro->o.params.channels);
         snprintf(mem, sizeof(mem), "%llu", (unsigned long long)ro->mem);
         snprintf(fd, sizeof(fd), "%d", p[1]);
@@ -539,6 +548,11 @@ static pid_t spawn_dest(const struct run_opts *ro)
         argv[a++] = mem;
         if (ro->prefault)
             argv[a++] = "--prefault";
+        if (ro->device_state) {
+            snprintf(dev, sizeof(dev), "%llu", (unsigned long long)ro->device_state);
+            argv[a++] = "--device-state";
+            argv[a++] = dev;
+        }
         argv[a++] = "--ready-fd";
         argv[a++] = fd;
         argv[a++] = "-c";
@@ -587,10 +601,11 @@ static int migrate_out(struct run_opts *ro, struct minivm *vm, const char *uri)
                        .log_stop = hook_log_stop,
                        .throttle = hook_throttle,
                        .stop = hook_stop,
-                       .resume = hook_resume,
-                       .save_state = hook_save_state};
+                       .resume = hook_resume};
     if (!rc)
         rc = vmig_set_vm_ops(s, &ops, &h);
+    if (!rc)
+        rc = register_devices(s, vm, &err);
     if (!rc)
         rc = vmig_set_event_cb(s, event_cb, ro);
     if (!rc)
@@ -717,6 +732,24 @@ static int cmd_source(struct run_opts *ro, struct minivm *vm)
     for (unsigned i = 0; i < ro->vcpus; i++)
         c->role[i] = i == 0 ? MINIVM_ROLE_WRITER : i == 1 ? MINIVM_ROLE_CHECKER : MINIVM_ROLE_IDLE;
     uint64_t t = now_ms();
+    if (ro->device_state) {
+        if (minivm_sdev_create(ro->device_state, true, &vm->sdev)) {
+            fprintf(stderr, "minivm: cannot create %llu MiB of device state\n",
+                    (unsigned long long)(ro->device_state >> 20));
+            return MINIVM_EXIT_VM;
+        }
+        c->dev_regions = MINIVM_DEV_REGIONS;
+        c->dev_region_words = minivm_sdev_region_words(vm->sdev);
+        c->dev_cmd_rate = ro->device_rate;
+        if (!ro->o.quiet)
+            fprintf(stderr,
+                    "minivm: device with %llu MiB of state (%u regions of %llu KiB), %llu "
+                    "rewrites/s, filled in %llu ms\n",
+                    (unsigned long long)(ro->device_state >> 20), MINIVM_DEV_REGIONS,
+                    (unsigned long long)(c->dev_region_words * 8 >> 10),
+                    (unsigned long long)ro->device_rate, (unsigned long long)(now_ms() - t));
+        t = now_ms();
+    }
     if (minivm_fill_mix(vm, ro->seed)) {
         fprintf(stderr, "minivm: cannot fill the initial content\n");
         return MINIVM_EXIT_VM;
@@ -760,6 +793,19 @@ static int cmd_source(struct run_opts *ro, struct minivm *vm)
 
 static int cmd_dest(struct run_opts *ro, struct minivm *vm)
 {
+    if (ro->device_state) {
+        uint64_t t = now_ms();
+        if (minivm_sdev_create(ro->device_state, false, &vm->sdev) ||
+            (ro->prefault && minivm_sdev_prefault(vm->sdev))) {
+            fprintf(stderr, "minivm: cannot map %llu MiB of device state\n",
+                    (unsigned long long)(ro->device_state >> 20));
+            return MINIVM_EXIT_VM;
+        }
+        if (!ro->o.quiet)
+            fprintf(stderr, "minivm: device with %llu MiB of state %s in %llu ms\n",
+                    (unsigned long long)(ro->device_state >> 20),
+                    ro->prefault ? "prefaulted" : "mapped", (unsigned long long)(now_ms() - t));
+    }
     if (ro->mem_set) {
         uint64_t t = now_ms();
         if (minivm_layout_mem(vm, ro->mem) || (ro->prefault && minivm_prefault(vm)))
@@ -772,9 +818,8 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
     vmig_session *s = NULL;
     vmig_error err = {0};
     int rc = vmig_session_create(&s, VMIG_ROLE_DEST, &ro->o.params, &err);
-    vmig_vm_ops ops = {.load_state = hook_load_state};
     if (!rc)
-        rc = vmig_set_vm_ops(s, &ops, vm);
+        rc = register_devices(s, vm, &err);
     if (!rc)
         rc = vmig_incoming_set_block_cb(s, block_cb, vm);
     if (!rc)
@@ -817,9 +862,26 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
         }
         fprintf(stderr, "minivm: verified %llu pages in %llu ms\n", (unsigned long long)n,
                 (unsigned long long)(now_ms() - t));
+        if (vm->sdev) {
+            uint64_t cmds;
+            t = now_ms();
+            if (minivm_sdev_verify(vm->sdev, minivm_config_page(vm), &cmds, msg, sizeof(msg))) {
+                fprintf(stderr, "minivm: verify: %s\n", msg);
+                return MINIVM_EXIT_VERIFY;
+            }
+            fprintf(stderr,
+                    "minivm: verified device state: %llu MiB in %u regions after %llu rewrites, "
+                    "as the guest's commands imply, in %llu ms\n",
+                    (unsigned long long)(minivm_sdev_size(vm->sdev) >> 20), MINIVM_DEV_REGIONS,
+                    (unsigned long long)cmds, (unsigned long long)(now_ms() - t));
+        }
     }
     struct minivm_config *c = minivm_config_page(vm);
-    uint64_t before = c->counter;
+    uint64_t before = c->counter, dev_before = c->dev_checks;
+    if (vm->sdev && c->dev_regions != MINIVM_DEV_REGIONS) {
+        fprintf(stderr, "minivm: this VM has a device (--device-state), the source's guest none\n");
+        return MINIVM_EXIT_MIGRATE;
+    }
     if (minivm_state_apply_tsc(vm)) {
         fprintf(stderr, "minivm: cannot restore the TSC\n");
         return MINIVM_EXIT_VM;
@@ -859,12 +921,22 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
                 (unsigned long long)before, (unsigned long long)after);
         code = MINIVM_EXIT_GUEST;
     }
+    if (code == MINIVM_EXIT_OK && vm->sdev && c->dev_checks <= dev_before) {
+        fprintf(stderr, "minivm: the guest checked no device word after the migration\n");
+        code = MINIVM_EXIT_GUEST;
+    }
     if (code == MINIVM_EXIT_OK && !ro->o.quiet)
         fprintf(stderr,
                 "minivm: guest ran on: counter %llu -> %llu; its verdict: no bad page in %llu "
                 "checks, no counter jump\n",
                 (unsigned long long)before, (unsigned long long)after,
                 (unsigned long long)c->checks);
+    if (code == MINIVM_EXIT_OK && !ro->o.quiet && vm->sdev)
+        fprintf(stderr,
+                "minivm: the guest read %llu device words back here (%llu in all), all as its "
+                "commands imply\n",
+                (unsigned long long)(c->dev_checks - dev_before),
+                (unsigned long long)c->dev_checks);
     return code;
 }
 
@@ -879,23 +951,20 @@ static int cmd_run(int argc, char **argv)
                           .seed = 1,
                           .migrate_after_ms = 3000,
                           .run_for_ms = 10000,
+                          .device_rate = 50,
                           .ready_fd = -1};
     vmig_params_init(&ro.o.params);
     ro.o.progress = -1;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         /* minivm's own options first: vmig has a parameter "verify" too. */
-        static const char *const own[] = {"-h",           "--help",
-                                          "--verify",     "--verify-dest",
-                                          "--prefault",   "--monitor",
-                                          "--ready-fd",   "--dirty-log",
-                                          "--mem",        "--vcpus",
-                                          "--dirty-rate", "--check-rate",
-                                          "--hot-set",    "--hot-share",
-                                          "--seed",       "--run-pages",
-                                          "--guest",      "--migrate-to",
-                                          "--incoming",   "--migrate-after",
-                                          "--run-for",    NULL};
+        static const char *const own[] = {
+            "-h",         "--help",         "--verify",      "--verify-dest",
+            "--prefault", "--monitor",      "--ready-fd",    "--dirty-log",
+            "--mem",      "--vcpus",        "--dirty-rate",  "--check-rate",
+            "--hot-set",  "--hot-share",    "--seed",        "--run-pages",
+            "--guest",    "--migrate-to",   "--incoming",    "--migrate-after",
+            "--run-for",  "--device-state", "--device-rate", NULL};
         bool mine = false;
         for (int k = 0; own[k]; k++)
             mine |= !strcmp(a, own[k]);
@@ -968,6 +1037,11 @@ static int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--migrate-after")) {
             bad = parse_duration(v, &ro.migrate_after_ms);
             ro.migrate_after_set = true;
+        } else if (!strcmp(a, "--device-state")) {
+            bad = vmig_parse_size(v, &ro.device_state) || ro.device_state == 0 ||
+                  ro.device_state % (1u << 20) || ro.device_state > (8ull << 30);
+        } else if (!strcmp(a, "--device-rate")) {
+            bad = parse_u64(v, &ro.device_rate) || ro.device_rate > 100000;
         } else if (!strcmp(a, "--run-for")) {
             bad = parse_duration(v, &ro.run_for_ms);
             ro.run_for_set = true;
@@ -1018,6 +1092,8 @@ static int cmd_run(int argc, char **argv)
         code = ro.incoming ? cmd_dest(&ro, &vm) : cmd_source(&ro, &vm);
     minivm_vcpus_stop(&vm);
     minivm_vm_close(&vm);
+    minivm_sdev_free(vm.sdev);
+    free(vm.cpus_in);
     return code;
 }
 

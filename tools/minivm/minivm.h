@@ -14,6 +14,8 @@
 
 #include <linux/kvm.h>
 
+#include <vmig/vmig.h>
+
 #include "guest_abi.h"
 
 #define MINIVM_NSLOTS 2
@@ -122,6 +124,12 @@ struct minivm {
     int vm_error;     /* unexpected exit: HLT of a busy vCPU, shutdown, internal error */
     int guest_done;
     unsigned ready_mask;
+
+    /* The synthetic device (--device-state), NULL without one. */
+    struct minivm_sdev *sdev;
+    /* Destination: the vCPU state as its chunks arrive (minivm_cpus_ops). */
+    uint8_t *cpus_in;
+    size_t cpus_in_len, cpus_in_cap;
 
     /* TSC values to restore right before the vCPUs start (destination). */
     bool tsc_pending;
@@ -238,6 +246,36 @@ int minivm_state_save(struct minivm *vm, void **buf, size_t *len);
  * and loads them; the TSC waits for minivm_state_apply_tsc(). */
 int minivm_state_load(struct minivm *vm, const void *buf, size_t len, char *msg, size_t msglen);
 int minivm_state_apply_tsc(struct minivm *vm);
+/* The vCPU state as a vmig device ("cpus", opaque: the VM): saved at
+ * switchover, collected on the destination and loaded at its last chunk. */
+extern const vmig_device_ops minivm_cpus_ops;
+#define MINIVM_CPUS_STATE_MAX (1u << 20)
+
+/* sdev.c: the synthetic device with large state (guest_abi.h). */
+struct minivm_sdev;
+/* `size`: a multiple of 256 pages, at most 8 GiB; `fill`: give every
+ * region its seed-0 content (a source; a destination receives it). -1 on
+ * a bad size or no memory. */
+int minivm_sdev_create(uint64_t size, bool fill, struct minivm_sdev **out);
+void minivm_sdev_free(struct minivm_sdev *d);
+uint64_t minivm_sdev_size(const struct minivm_sdev *d);
+uint64_t minivm_sdev_region_words(const struct minivm_sdev *d);
+/* Populate the buffer (a prefaulted destination). */
+int minivm_sdev_prefault(struct minivm_sdev *d);
+/* A vCPU's port access; false when `port` is not the device's. */
+bool minivm_sdev_io(struct minivm_sdev *d, unsigned vcpu, uint16_t port, bool out, uint32_t *val);
+/* The header its saved state starts with (the layout is in sdev.c). */
+#define MINIVM_SDEV_HDR_LEN 1072u
+void minivm_sdev_header(const struct minivm_sdev *d, uint8_t h[MINIVM_SDEV_HDR_LEN]);
+/* Its migration hooks (opaque: the device). */
+extern const vmig_device_ops minivm_sdev_ops;
+/* Forget a partial load (before another incoming attempt). */
+void minivm_sdev_reset_load(struct minivm_sdev *d);
+/* The whole buffer against the device's seeds, and the seeds against the
+ * guest's record in `c` (NULL: not checked); 0, or -1 with the first
+ * difference in msg. *cmds: rewrites the device has seen. */
+int minivm_sdev_verify(struct minivm_sdev *d, const struct minivm_config *c, uint64_t *cmds,
+                       char *msg, size_t msglen);
 
 /* verify.c */
 /* Checks every workload page; 0, or -1 with the first bad page in msg. */

@@ -194,6 +194,15 @@ static int handle_io(struct minivm_vcpu *v)
     struct kvm_run *run = v->run;
     struct minivm *vm = v->vm;
     uint8_t *data = (uint8_t *)run + run->io.data_offset;
+    if (vm->sdev && run->io.size == 4 && run->io.count == 1) {
+        uint32_t val;
+        memcpy(&val, data, 4);
+        if (minivm_sdev_io(vm->sdev, v->index, run->io.port, run->io.direction == KVM_EXIT_IO_OUT,
+                           &val)) {
+            memcpy(data, &val, 4);
+            return 0;
+        }
+    }
     if (run->io.direction != KVM_EXIT_IO_OUT) {
         /* Reads of unknown ports see all ones, like an empty bus. */
         memset(data, 0xff, (size_t)run->io.size * run->io.count);
@@ -225,6 +234,9 @@ static int handle_io(struct minivm_vcpu *v)
             break;
         case MINIVM_EV_DONE:
             __atomic_store_n(&vm->guest_done, 1, __ATOMIC_SEQ_CST);
+            break;
+        case MINIVM_EV_DEV_FAIL:
+            report_failure(vm, "a bad word of the device's state (DEV_FAIL)");
             break;
         default:
             fprintf(stderr, "minivm: vCPU %u: unknown guest event 0x%x\n", v->index, val);
@@ -287,11 +299,21 @@ static void *vcpu_thread(void *arg)
 
     uint64_t slice_end = 0; /* 0: no throttled slice running */
     unsigned slice_pct = 0;
-    bool parked = false;
+    bool parked = false, io_pending = false;
     for (;;) {
         if (__atomic_load_n(&vm->quit, __ATOMIC_SEQ_CST))
             break;
         if (__atomic_load_n(&vm->pause_req, __ATOMIC_SEQ_CST) || parked) {
+            /* An I/O exit is complete (RIP past the instruction, an IN's
+             * value in RAX) only once KVM_RUN is entered again: enter with
+             * immediate_exit so that the state a migration saves now is
+             * consistent, and no instruction runs. */
+            if (io_pending) {
+                run->immediate_exit = 1;
+                ioctl(v->fd, KVM_RUN, 0);
+                run->immediate_exit = 0;
+                io_pending = false;
+            }
             if (!wait_paused(vm, parked))
                 break;
             parked = false;
@@ -310,6 +332,7 @@ static void *vcpu_thread(void *arg)
         int r = ioctl(v->fd, KVM_RUN, 0);
         int e = errno;
         run->immediate_exit = 0;
+        io_pending = false;
         if (r < 0) {
             if (e == EINTR || e == EAGAIN) {
                 if (slice_end && now_ns() >= slice_end) {
@@ -327,8 +350,10 @@ static void *vcpu_thread(void *arg)
         }
         switch (run->exit_reason) {
         case KVM_EXIT_IO:
-            if (handle_io(v) == 0)
+            if (handle_io(v) == 0) {
+                io_pending = true;
                 continue;
+            }
             break;
         case KVM_EXIT_INTR:
             continue;

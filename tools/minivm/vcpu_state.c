@@ -236,3 +236,55 @@ int minivm_state_apply_tsc(struct minivm *vm)
                             : 0.0);
     return 0;
 }
+
+/* ---- the vCPU state as a vmig device ---- */
+
+static int cpus_save(void *opaque, vmig_devstate_out *out)
+{
+    void *buf;
+    size_t len;
+    if (minivm_state_save(opaque, &buf, &len))
+        return VMIG_EIO;
+    int rc = vmig_devstate_write(out, buf, len);
+    free(buf);
+    return rc;
+}
+
+static int cpus_load(void *opaque, const void *buf, size_t len)
+{
+    struct minivm *vm = opaque;
+    if (len > MINIVM_CPUS_STATE_MAX - vm->cpus_in_len) {
+        fprintf(stderr, "minivm: vCPU state beyond %u bytes refused\n", MINIVM_CPUS_STATE_MAX);
+        return VMIG_EPROTO;
+    }
+    if (vm->cpus_in_len + len > vm->cpus_in_cap) {
+        size_t cap = vm->cpus_in_len + len;
+        uint8_t *n = realloc(vm->cpus_in, cap);
+        if (!n)
+            return VMIG_ENOMEM;
+        vm->cpus_in = n;
+        vm->cpus_in_cap = cap;
+    }
+    memcpy(vm->cpus_in + vm->cpus_in_len, buf, len);
+    vm->cpus_in_len += len;
+    return 0;
+}
+
+static int cpus_load_done(void *opaque)
+{
+    struct minivm *vm = opaque;
+    char msg[256];
+    int rc = minivm_state_load(vm, vm->cpus_in, vm->cpus_in_len, msg, sizeof(msg));
+    if (rc)
+        fprintf(stderr, "minivm: vCPU state refused: %s\n", msg);
+    free(vm->cpus_in);
+    vm->cpus_in = NULL;
+    vm->cpus_in_len = vm->cpus_in_cap = 0;
+    return rc ? VMIG_EPROTO : 0;
+}
+
+const vmig_device_ops minivm_cpus_ops = {
+    .save_final = cpus_save,
+    .load_chunk = cpus_load,
+    .load_done = cpus_load_done,
+};

@@ -382,6 +382,13 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
         json_string(stdout, st->deflate_path);
         if (strcmp(role, "receiver"))
             json_accel(&st->accel);
+        printf(",\"devices\":{\"count\":%u,\"path\":\"%s\",\"chunks\":%u,\"bytes\":%llu,"
+               "\"iter_bytes\":%llu,\"save_seconds\":%.6f,\"load_seconds\":%.6f,"
+               "\"held_max_bytes\":%llu}",
+               st->devices, st->dev_path == VMIG_DEVSTATE_CONTROL ? "control" : "channels",
+               st->dev_chunks, (unsigned long long)st->dev_bytes,
+               (unsigned long long)st->dev_iter_bytes, (double)st->dev_save_ns / 1e9,
+               (double)st->dev_load_ns / 1e9, (unsigned long long)st->dev_held_max);
         printf("%s%s}\n", extra_json ? "," : "", extra_json ? extra_json : "");
         fflush(stdout);
         return;
@@ -409,6 +416,20 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
     printf("  %-22s %llu normal, %llu zero\n", "pages", (unsigned long long)st->normal_pages,
            (unsigned long long)st->zero_pages);
     printf("  %-22s %llu\n", "packets", (unsigned long long)st->packets);
+    if (st->devices) {
+        bool rx = !strcmp(role, "receiver");
+        char c[32];
+        printf("  %-22s %u device(s), %s in %u chunks %s", "device state", st->devices,
+               cli_fmt_bytes(st->dev_bytes, a, sizeof(a)), st->dev_chunks,
+               st->dev_path == VMIG_DEVSTATE_CONTROL ? "on the control channel"
+                                                     : "over the data channels");
+        if (rx)
+            printf("; loads %.1f ms, at most %s held out of order\n", (double)st->dev_load_ns / 1e6,
+                   cli_fmt_bytes(st->dev_held_max, c, sizeof(c)));
+        else
+            printf("; %s during pre-copy, save %.1f ms while stopped\n",
+                   cli_fmt_bytes(st->dev_iter_bytes, c, sizeof(c)), (double)st->dev_save_ns / 1e6);
+    }
     print_codecs(st, !strcmp(role, "receiver"));
     if (strcmp(role, "receiver"))
         print_accel(&st->accel);

@@ -51,6 +51,13 @@ static void outl(uint16_t port, uint32_t v)
     __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port));
 }
 
+static uint32_t inl(uint16_t port)
+{
+    uint32_t v;
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
 uint64_t guest_rdtsc(void)
 {
     uint32_t lo, hi;
@@ -141,7 +148,9 @@ __attribute__((noreturn)) static void fail(uint32_t ev, unsigned vcpu, uint64_t 
     CFG->fail_word = word;
     barrier();
     event(ev, vcpu);
-    guest_puts(ev == MINIVM_EV_CHECK_FAIL ? "FAIL: bad page " : "FAIL: counter jump ");
+    guest_puts(ev == MINIVM_EV_CHECK_FAIL ? "FAIL: bad page "
+               : ev == MINIVM_EV_DEV_FAIL ? "FAIL: device region "
+                                          : "FAIL: counter jump ");
     guest_put_dec(index);
     guest_puts(" want ");
     guest_put_hex(want);
@@ -150,7 +159,7 @@ __attribute__((noreturn)) static void fail(uint32_t ev, unsigned vcpu, uint64_t 
     guest_puts(" word ");
     guest_put_dec(word);
     guest_puts("\n");
-    qemu_exit(ev == MINIVM_EV_CHECK_FAIL ? 2 : 3);
+    qemu_exit(ev == MINIVM_EV_COUNTER_JUMP ? 3 : 2);
     halt_forever();
 }
 
@@ -173,7 +182,57 @@ struct writer {
     int done;    /* DONE reported */
     struct pacer pace;
     uint64_t next_print;
+    uint64_t dev_next; /* TSC of the next device rewrite */
 };
+
+/* ---- the synthetic device --------------------------------------------- */
+
+/* A random region and word index below n (multiply-shift, no division). */
+static uint64_t below(uint64_t r32, uint64_t n)
+{
+    return ((r32 & 0xffffffffu) * n) >> 32;
+}
+
+/* The writer's command: rewrite a random region with a random seed. The
+ * guest's record (dev_seed) changes under dev_busy and a bumped dev_cmds,
+ * so that a checker on another vCPU, and the VMM after a migration, know
+ * which region may be in flight. */
+static void dev_rewrite(unsigned vcpu)
+{
+    uint64_t r = rng_next(vcpu);
+    uint32_t region = (uint32_t)below(r >> 32, CFG->dev_regions);
+    uint32_t seed = (uint32_t)r & MINIVM_DEV_SEED_MASK;
+    CFG->dev_busy = region + 1;
+    CFG->dev_cmds = CFG->dev_cmds + 1;
+    barrier();
+    CFG->dev_seed[region] = seed;
+    barrier();
+    outl(MINIVM_PORT_DEV_REWRITE, region << 24 | seed);
+    barrier();
+    CFG->dev_busy = 0;
+}
+
+/* The checker's look at the device: one random word read through the
+ * ports against the guest's own record; skipped when a rewrite overlaps. */
+static void dev_check(unsigned vcpu)
+{
+    uint64_t r = rng_next(vcpu);
+    uint32_t region = (uint32_t)below(r >> 32, CFG->dev_regions);
+    uint64_t k = below(r, CFG->dev_region_words);
+    uint64_t c1 = CFG->dev_cmds, b1 = CFG->dev_busy;
+    barrier();
+    uint32_t seed = CFG->dev_seed[region];
+    outl(MINIVM_PORT_DEV_SELECT, region << MINIVM_DEV_WORD_BITS | (uint32_t)k);
+    uint64_t got = inl(MINIVM_PORT_DEV_LO);
+    got |= (uint64_t)inl(MINIVM_PORT_DEV_HI) << 32;
+    barrier();
+    if (b1 || c1 != CFG->dev_cmds || CFG->dev_busy)
+        return;
+    uint64_t want = minivm_dev_word(region, seed, k);
+    if (got != want)
+        fail(MINIVM_EV_DEV_FAIL, vcpu, region, want, got, k);
+    CFG->dev_checks = CFG->dev_checks + 1;
+}
 
 /* `n` writes under the seqlock, to pages drawn from the PRNG (xorshift64;
  * its state is in config->rng between batches and in a register during
@@ -293,6 +352,10 @@ static unsigned writer_iteration(struct writer *w)
     uint64_t tsc = guest_rdtsc();
     counter_step(w, tsc);
     progress(w, tsc);
+    if (CFG->dev_regions && CFG->dev_cmd_rate && tsc >= w->dev_next) {
+        dev_rewrite(w->vcpu);
+        w->dev_next = tsc + (w->pace.hz ? w->pace.hz / CFG->dev_cmd_rate : 0);
+    }
     unsigned n = pace_budget(&w->pace, CFG->rate, CFG->writes, tsc, WRITE_BATCH);
     if (CFG->run_pages && CFG->writes + n > CFG->run_pages)
         n = (unsigned)(CFG->run_pages - CFG->writes);
@@ -385,10 +448,15 @@ static void check_counter(struct checker *c)
     c->last_tsc = CFG->last_tsc;
 }
 
+/* A device word every DEV_CHECK_EVERY looks. */
+#define DEV_CHECK_EVERY 16u
+
 static void checker_iteration(struct checker *c)
 {
     check_counter(c);
     check_page(c, pick_check_page(c->vcpu));
+    if (CFG->dev_regions && c->looks % DEV_CHECK_EVERY == 0)
+        dev_check(c->vcpu);
     c->looks++;
 }
 
