@@ -3,14 +3,14 @@
 #                processes on this machine (without KVM: a synthetic 4 GiB live workload)
 #   make check   build, then run the whole test suite
 # Other targets: build, asan, tsan, fuzz, fuzz-long, qpl-check, bench, bench-live, bench-minivm,
-# bench-compress, bench-accel, format, clean.
+# bench-compress, bench-accel, bench-devstate, format, clean.
 
 BUILD    ?= build
 MESON    ?= meson
 FUZZ_SECONDS ?= 60
 DEMO_SIZE ?= 2G
 
-.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm bench-compress bench-accel format clean qpl-check
+.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm bench-compress bench-accel bench-devstate format clean qpl-check
 
 all: build
 
@@ -51,7 +51,7 @@ fuzz: deps
 	[ -f build-fuzz/build.ninja ] || CC=clang $(MESON) setup build-fuzz -Dfuzzing=true \
 	    -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 	ninja -C build-fuzz
-	for t in handshake packet control minivm_state codec_zlib codec_zstd codec_deflate_page codec_lz4; do \
+	for t in handshake packet control minivm_state minivm_sdev codec_zlib codec_zstd codec_deflate_page codec_lz4; do \
 	    mkdir -p tests/fuzz/corpus-new/$$t; \
 	    ./build-fuzz/tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	        tests/fuzz/corpus-new/$$t tests/fuzz/corpus/$$t || exit 1; \
@@ -69,6 +69,7 @@ bench: build
 	./bench/run_minivm.py $(BUILD) --rings || [ $$? = 77 ]
 	./$(BUILD)/bench/bench_codec
 	./bench/run_compress.py $(BUILD) || [ $$? = 77 ]
+	./bench/run_devstate.py $(BUILD) || [ $$? = 77 ]
 
 bench-minivm: build
 	./bench/run_minivm.py $(BUILD) --rings
@@ -85,6 +86,11 @@ bench-compress: build
 # CPU path on loopback: time ratio and channel-thread CPU (bench/run_accel.py).
 bench-accel: build
 	./bench/run_accel.py $(BUILD)
+
+# Downtime of a minivm with 512 MiB of device state: over the data channels
+# against serially on the control channel (bench/run_devstate.py).
+bench-devstate: build
+	./bench/run_devstate.py $(BUILD) --markdown
 
 # deflate-page's IAA hardware path (src/codec/deflate_qpl.c and the codec's
 # use of it), compiled syntax-only against the declarations-only stub of Intel

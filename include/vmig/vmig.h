@@ -383,6 +383,11 @@ int vmig_device_register(vmig_session *s, const char *id, uint32_t instance,
  * (copied; buf may be reused on return). Blocks while the channels' queues
  * are full. 0, or the migration's error (stop writing and return it). */
 int vmig_devstate_write(vmig_devstate_out *out, const void *buf, size_t len);
+/* The same without the copy: vmig sends straight from buf, which must stay
+ * mapped and unchanged until the migration ends (vmig_migrate returns): for
+ * state already in host memory that nothing changes while the VM is
+ * stopped (a device's memory the VMM maps). Chunks never mix the two. */
+int vmig_devstate_write_ref(vmig_devstate_out *out, const void *buf, size_t len);
 
 /* Name of a dirty-track value ("wp-async"). */
 const char *vmig_dirty_track_name(uint32_t mode);

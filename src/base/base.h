@@ -74,6 +74,8 @@ static inline uint64_t vmig_get_be64(const uint8_t *p)
 uint32_t vmig_crc32c(uint32_t crc, const void *buf, size_t len);
 /* The portable table-driven path, exposed for tests. */
 uint32_t vmig_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+/* The CRC of A followed by B from the CRCs of A and B and B's length. */
+uint32_t vmig_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
 /* ---- CPU features (cpuid + xgetbv), computed once, read-only after ---- */
 enum {

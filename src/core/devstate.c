@@ -33,8 +33,9 @@ struct vmig_devstate_out {
     uint64_t *seq;
     uint32_t rr;
     bool iter;
-    uint8_t *buf; /* the chunk being filled, dev_chunk bytes */
-    size_t len;
+    uint8_t *buf;       /* the chunk being filled, dev_chunk bytes */
+    const uint8_t *ref; /* or: the chunk is the caller's bytes (vmig_devstate_write_ref) */
+    size_t len;         /* bytes in the pending chunk */
     uint64_t bytes;
     int rc;
     vmig_error err;
@@ -95,9 +96,9 @@ int vmig_device_register(vmig_session *s, const char *id, uint32_t instance,
 /* ------------------------------------------------------------------ */
 /* chunk buffers                                                       */
 
-/* Buffers kept beyond those in flight: a full destination queue and the
- * channels' queues hold the rest, which go back to malloc. */
-#define POOL_MAX 64u
+/* At most this many buffers are kept (the destination's: devstate-buffer
+ * over the chunk size, plus those the channels hold). */
+#define POOL_MAX 1024u
 
 void *vmig_dev_buf_get(vmig_session *s)
 {
@@ -176,11 +177,12 @@ static int emit(vmig_devstate_out *o, bool last)
                               "device '%s' instance %u: more than %u chunks of state", d->id,
                               d->instance, VMIG_WIRE_MAX_DEV_CHUNKS);
     uint32_t chunk = d->next_chunk++;
+    const uint8_t *data = o->ref ? o->ref : o->buf;
     if (s->dev_path == VMIG_DEVSTATE_CONTROL) {
         vmig_wire_devchunk dc = {.device = (uint16_t)o->dev_index,
                                  .last = last,
                                  .chunk = chunk,
-                                 .data = o->buf,
+                                 .data = data,
                                  .len = (uint32_t)o->len};
         int rc = vmig_ctl_write_devchunk(s->control, &dc, &o->err);
         if (rc)
@@ -188,6 +190,7 @@ static int emit(vmig_devstate_out *o, bool last)
         vmig_stat_add(&s->st_wire_bytes,
                       VMIG_CTL_HDR_LEN + VMIG_DEVCHUNK_HDR_LEN + o->len + VMIG_CTL_TRAILER_LEN);
         o->len = 0; /* the buffer is reused */
+        o->ref = NULL;
     } else {
         vmig_channel *c;
         vmig_job *j = vmig_source_slot_get(s, &o->rr, &c);
@@ -201,10 +204,13 @@ static int emit(vmig_devstate_out *o, bool last)
         j->dev = o->dev_index;
         j->chunk = chunk;
         j->last = last;
-        j->dbuf = o->buf;
+        j->dbuf = (uint8_t *)data;
+        j->dref = o->ref != NULL;
         j->dlen = (uint32_t)o->len;
         vmig_source_slot_push(s, c);
-        o->buf = NULL;
+        if (!o->ref)
+            o->buf = NULL;
+        o->ref = NULL;
         o->len = 0;
     }
     vmig_stat_add(&s->st_dev_chunks, 1);
@@ -221,9 +227,9 @@ int vmig_devstate_write(vmig_devstate_out *o, const void *buf, size_t len)
     while (len) {
         if (vmig_session_aborted(o->s))
             return o->rc = VMIG_ECANCELED;
-        /* A full chunk waits for the next write: the one before the end
-         * of save_final is the last. */
-        if (o->buf && o->len == o->s->dev_chunk && (o->rc = emit(o, false)))
+        /* A full chunk (or the caller's, by reference) waits for the next
+         * write: the one before the end of save_final is the last. */
+        if ((o->ref || (o->buf && o->len == o->s->dev_chunk)) && (o->rc = emit(o, false)))
             return o->rc;
         if (!o->buf && !(o->buf = vmig_dev_buf_get(o->s))) {
             o->rc = vmig_error_set(&o->err, VMIG_ENOMEM, "out of memory for a device chunk");
@@ -232,6 +238,28 @@ int vmig_devstate_write(vmig_devstate_out *o, const void *buf, size_t len)
         size_t n = VMIG_MIN(len, o->s->dev_chunk - o->len);
         memcpy(o->buf + o->len, p, n);
         o->len += n;
+        o->bytes += n;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int vmig_devstate_write_ref(vmig_devstate_out *o, const void *buf, size_t len)
+{
+    if (!o)
+        return VMIG_EINVAL;
+    if (o->rc)
+        return o->rc;
+    const uint8_t *p = buf;
+    while (len) {
+        if (vmig_session_aborted(o->s))
+            return o->rc = VMIG_ECANCELED;
+        if (o->len && (o->rc = emit(o, false))) /* what is pending goes first */
+            return o->rc;
+        size_t n = VMIG_MIN(len, o->s->dev_chunk);
+        o->ref = p;
+        o->len = n;
         o->bytes += n;
         p += n;
         len -= n;
@@ -305,7 +333,8 @@ int vmig_dev_send_job(vmig_channel *c, vmig_job *job, vmig_error *err)
     uint64_t bytes = hlen + job->dlen;
     vmig_rate_wait(s, bytes);
     int rc = vmig_conn_write_full(c->conn, iov, job->dlen ? 2 : 1, "a DEV packet", err);
-    vmig_dev_buf_put(s, job->dbuf);
+    if (!job->dref)
+        vmig_dev_buf_put(s, job->dbuf);
     job->dbuf = NULL;
     if (rc)
         return rc;
@@ -318,7 +347,8 @@ void vmig_dev_drop_jobs(vmig_session *s)
 {
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++)
         for (int k = 0; k < VMIG_QUEUE_DEPTH; k++) {
-            free(s->ch[i].jobs[k].dbuf);
+            if (!s->ch[i].jobs[k].dref)
+                free(s->ch[i].jobs[k].dbuf);
             s->ch[i].jobs[k].dbuf = NULL;
         }
 }
@@ -394,15 +424,24 @@ int vmig_dev_dest_start(vmig_session *s, const vmig_wire_hello *h, vmig_error *e
     }
     s->dev_path = h->dev_path;
     s->dev_chunk = h->dev_chunk;
-    /* Enough for every channel's chunk in flight and a queue that keeps up. */
-    int prc = vmig_dev_pool_fill(s, 2 * h->channels + 8, err);
+    /* Enough for a full queue (devstate-buffer) and every channel's chunk
+     * in flight: none is fresh memory inside the downtime. */
+    uint64_t nbuf = s->p.devstate_buffer / s->dev_chunk + 2 * (uint64_t)h->channels + 2;
+    int prc = vmig_dev_pool_fill(s, (uint32_t)VMIG_MIN(nbuf, POOL_MAX), err);
     if (prc)
         return prc;
+    for (uint32_t i = 0; i < s->ndevs; i++) {
+        s->devs[i].load_rc = 0;
+        s->devs[i].next_chunk = 0;
+        s->devs[i].got_last = false;
+    }
+    /* The serial path loads on the control thread, as the chunks are read. */
+    if (s->dev_path == VMIG_WIRE_DEV_CONTROL)
+        return 0;
     for (uint32_t i = 0; i < s->ndevs; i++) {
         vmig_dev *d = &s->devs[i];
         char name[VMIG_DEVICE_ID_MAX + 16];
         snprintf(name, sizeof(name), "'%s' instance %u", d->id, d->instance);
-        d->load_rc = 0;
         int rc = vmig_devq_create(name, s->p.devstate_buffer, &d->q, err);
         if (rc)
             return rc;
@@ -494,15 +533,51 @@ int vmig_dev_recv_frame(vmig_session *s, const vmig_wire_devchunk *dc, uint8_t *
     vmig_dev *d = s->dev_hello[dc->device];
     vmig_stat_add(&s->st_wire_bytes,
                   VMIG_CTL_HDR_LEN + VMIG_DEVCHUNK_HDR_LEN + dc->len + VMIG_CTL_TRAILER_LEN);
-    int rc = vmig_devq_put(d->q, dc->chunk, data, dc->len, dc->last, err);
-    held_stat(s, d);
+    /* One ordered stream: each device's chunks come in index order and are
+     * loaded here, one after the other, as QEMU's main stream loads its
+     * devices. */
+    int rc = 0;
+    if (d->got_last)
+        rc = vmig_error_set(err, VMIG_EPROTO,
+                            "device '%s' instance %u: chunk %u after the last chunk (%u)", d->id,
+                            d->instance, dc->chunk, d->next_chunk - 1);
+    else if (dc->chunk != d->next_chunk)
+        rc = vmig_error_set(err, VMIG_EPROTO,
+                            "device '%s' instance %u: chunk %u on the control channel, expected "
+                            "chunk %u (one ordered stream)",
+                            d->id, d->instance, dc->chunk, d->next_chunk);
+    if (!rc) {
+        uint64_t t0 = vmig_now_ns();
+        rc = dc->len ? d->ops.load_chunk(d->opaque, data, dc->len) : 0;
+        if (!rc && dc->last && d->ops.load_done)
+            rc = d->ops.load_done(d->opaque);
+        vmig_stat_add(&s->st_dev_load_ns, vmig_now_ns() - t0);
+        if (rc) {
+            d->load_rc = rc < 0 ? rc : VMIG_EIO;
+            rc = vmig_error_set(err, d->load_rc,
+                                "device '%s' instance %u: %s refused the state (%s)", d->id,
+                                d->instance, dc->last ? "load" : "load_chunk", vmig_strerror(rc));
+        } else {
+            d->next_chunk++;
+            d->got_last = dc->last;
+            vmig_stat_add(&s->st_dev_bytes, dc->len);
+            vmig_stat_add(&s->st_dev_chunks, 1);
+        }
+    }
+    vmig_dev_buf_put(s, data);
     return rc;
 }
 
 int vmig_dev_dest_finish(vmig_session *s, vmig_error *err)
 {
     int rc = 0;
-    for (uint32_t i = 0; i < s->ndevs && s->dev_hello; i++) {
+    for (uint32_t i = 0; i < s->ndevs && s->dev_hello && s->dev_path == VMIG_WIRE_DEV_CONTROL; i++)
+        if (!s->devs[i].got_last && !rc)
+            rc = vmig_error_set(err, VMIG_EPROTO,
+                                "device '%s' instance %u: the source finished after %u chunk(s) "
+                                "without the last one",
+                                s->devs[i].id, s->devs[i].instance, s->devs[i].next_chunk);
+    for (uint32_t i = 0; i < s->ndevs && s->dev_hello && s->devs[i].q; i++) {
         vmig_error e = {0};
         int r = vmig_devq_close(s->devs[i].q, &e);
         if (r && !rc) {

@@ -69,6 +69,7 @@ typedef struct vmig_dev {
     vmig_devq *q;
     pthread_t loader;
     bool loader_started;
+    bool got_last; /* devstate-path=control: the last chunk was loaded */
     int load_rc;
     struct vmig_session *s;
 } vmig_dev;
@@ -82,7 +83,8 @@ typedef struct vmig_job {
     uint32_t dev;    /* DEV: index into s->devs */
     uint32_t chunk;  /* DEV: chunk index */
     uint32_t dlen;   /* DEV: bytes at dbuf */
-    uint8_t *dbuf;   /* DEV: the chunk (malloc'd), freed by the channel once sent */
+    uint8_t *dbuf;   /* DEV: the chunk (pooled), given back by the channel once sent */
+    bool dref;       /* DEV: dbuf is the device's memory (vmig_devstate_write_ref) */
     bool classified; /* zero pages already partitioned out (zero-detect=main) */
     uint32_t block;  /* index into s->blocks */
     uint32_t pass;

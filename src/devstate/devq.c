@@ -256,7 +256,12 @@ int vmig_devq_get(vmig_devq *q, void **buf, size_t *len, bool *last, vmig_error 
     *last = e->last;
     erase(q, e);
     q->next++;
-    pthread_cond_broadcast(&q->space); /* room, and maybe someone's turn */
+    /* Wake the channels that wait when one of them may hold the chunk in
+     * turn (it is not here), or once half the room is free: not at every
+     * chunk, which would wake them all to find that one chunk's room and
+     * go back to sleep while the load thread waits for a core. */
+    if (!find(q, q->next) || q->held <= q->limit / 2)
+        pthread_cond_broadcast(&q->space);
     pthread_mutex_unlock(&q->mu);
     return 0;
 }

@@ -37,10 +37,10 @@ static uint8_t pat(uint64_t seed, uint64_t i)
 typedef struct tdev {
     uint64_t size, seed;
     /* source */
-    uint64_t iter_bytes;  /* save_iterate writes this much each time... */
-    unsigned iter_left;   /* ...this many times */
-    uint64_t final_bytes; /* then save_final writes the rest of `size` */
+    uint64_t iter_bytes; /* save_iterate writes this much each time... */
+    unsigned iter_left;  /* ...this many times */
     uint64_t written;
+    uint8_t *ref; /* the whole state, when save_final mixes copies and references */
     /* destination */
     uint64_t got;     /* bytes loaded, each checked at its offset */
     uint64_t fail_at; /* load_chunk fails when it reaches this offset (0: never) */
@@ -90,7 +90,17 @@ static uint64_t t_pending(void *o)
 static int t_final(void *o, vmig_devstate_out *out)
 {
     tdev *d = o;
-    return write_range(d, out, d->size - d->written);
+    if (!d->ref)
+        return write_range(d, out, d->size - d->written);
+    /* Copied, referenced (without a copy), copied again: one stream. */
+    uint64_t a = 1000, b = d->size - 777;
+    int rc = vmig_devstate_write(out, d->ref, a);
+    if (!rc)
+        rc = vmig_devstate_write_ref(out, d->ref + a, b - a);
+    if (!rc)
+        rc = vmig_devstate_write(out, d->ref + b, d->size - b);
+    d->written = d->size;
+    return rc;
 }
 
 static int t_load(void *o, const void *buf, size_t len)
@@ -211,6 +221,10 @@ static void test_paths(const char *path, const char *track)
     vmig_vm_ops ops = {.stop = vm_stop, .resume = vm_resume};
     vmig_set_vm_ops(src, &ops, &hooks);
     tdev s0 = {.size = 24u << 20, .seed = 11}, s1 = {.size = (8u << 20) + 12345, .seed = 22};
+    s1.ref = malloc(s1.size); /* instance 1 sends most of its state by reference */
+    REQUIRE(s1.ref, "malloc");
+    for (uint64_t i = 0; i < s1.size; i++)
+        s1.ref[i] = pat(22, i);
     tdev s2 = {.size = 300000, .seed = 33, .iter_bytes = 100000, .iter_left = 2};
     tdev d0 = {.size = s0.size, .seed = 11}, d1 = {.size = s1.size, .seed = 22};
     tdev d2 = {.size = s2.size, .seed = 33};
@@ -256,6 +270,7 @@ static void test_paths(const char *path, const char *track)
             (unsigned long long)st.dev_held_max);
     vmig_session_free(src);
     vmig_session_free(dst);
+    free(s1.ref);
 }
 
 /* A device whose load fails: the migration fails, the source resumes, and

@@ -3,6 +3,8 @@
  * (SSE4.2 when the CPU has it) against the portable table on every length
  * 0..300 at every alignment 0..7.
  */
+#include <stdlib.h>
+
 #include "src/base/base.h"
 
 #include "../testutil.h"
@@ -83,5 +85,29 @@ int main(void)
             }
         }
     }
+    /* Combining: crc(A || B) from crc(A), crc(B), |B|, for many splits. */
+    for (size_t cut = 0; cut <= 9; cut++) {
+        uint32_t a = vmig_crc32c(0, check, cut), b = vmig_crc32c(0, check + cut, 9 - cut);
+        CHECK(vmig_crc32c_combine(a, b, 9 - cut) == 0xE3069283u, "combine at %zu", cut);
+    }
+    /* Large buffers (three chains and a combine) against the table, at
+     * lengths around the threshold and its thirds, at odd offsets. */
+    size_t big = (1u << 20) + 77;
+    uint8_t *lbuf = malloc(big + 8);
+    REQUIRE(lbuf, "malloc");
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < big + 8; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        lbuf[i] = (uint8_t)x;
+    }
+    static const size_t lens[] = {65535,  65536,  65537,          65543,    100000,
+                                  196608, 196615, (1u << 20) - 1, 1u << 20, (1u << 20) + 77};
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
+        for (size_t off = 0; off < 8; off += 3) {
+            uint32_t hw = vmig_crc32c(0x5A5A5A5Au, lbuf + off, lens[k]);
+            uint32_t sw = vmig_crc32c_sw(0x5A5A5A5Au, lbuf + off, lens[k]);
+            CHECK(hw == sw, "length %zu offset %zu: 0x%08x, table 0x%08x", lens[k], off, hw, sw);
+        }
+    free(lbuf);
     return tu_result("test_crc32c");
 }

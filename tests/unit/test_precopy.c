@@ -211,6 +211,20 @@ static void test_estimates(void)
     CHECK(pc.bandwidth == 100000000, "bandwidth %llu", (unsigned long long)pc.bandwidth);
     CHECK(pc.dirty_rate == 50000000, "dirty rate %llu", (unsigned long long)pc.dirty_rate);
     CHECK(pc.expected_ns == 502000000, "expected %llu", (unsigned long long)pc.expected_ns);
+    /* device state still to send counts in the expected downtime (not in the
+     * dirty rate): 20 MB of RAM would fit 300 ms, with 30 MB of devices not */
+    vmig_precopy_init(&pc, &p);
+    s.dirty_bytes = 20000000;
+    CHECK(vmig_precopy_step(&pc, &s, NULL, 0) == VMIG_PC_SWITCH, "20 MB fits 300 ms");
+    vmig_precopy_init(&pc, &p);
+    s.dev_bytes = 30000000;
+    CHECK(vmig_precopy_step(&pc, &s, NULL, 0) == VMIG_PC_NEXT && pc.expected_ns == 502000000 &&
+              pc.dirty_rate == 20000000,
+          "with devices: expected %llu, rate %llu", (unsigned long long)pc.expected_ns,
+          (unsigned long long)pc.dirty_rate);
+    /* nothing dirty left: a pass cannot shrink the devices' part, switch */
+    s.dirty_bytes = 0;
+    CHECK(vmig_precopy_step(&pc, &s, NULL, 0) == VMIG_PC_SWITCH, "devices only");
     /* tiny passes are latency, not bandwidth: they do not move the estimate
      * until they add up to the window */
     vmig_params_init(&p);

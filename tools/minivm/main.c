@@ -533,7 +533,7 @@ static pid_t spawn_dest(const struct run_opts *ro)
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
-        char ch[16], mem[32], fd[16], dev[32];
+        char ch[16], mem[32], fd[16], dev[32], dbuf[64];
         snprintf(ch, sizeof(ch), "%u", ro->o.params.channels);
         snprintf(mem, sizeof(mem), "%llu", (unsigned long long)ro->mem);
         snprintf(fd, sizeof(fd), "%d", p[1]);
@@ -557,6 +557,11 @@ static pid_t spawn_dest(const struct run_opts *ro)
         argv[a++] = fd;
         argv[a++] = "-c";
         argv[a++] = ch;
+        /* The destination's own parameter, when given to the source. */
+        snprintf(dbuf, sizeof(dbuf), "devstate-buffer=%llu",
+                 (unsigned long long)ro->o.params.devstate_buffer);
+        argv[a++] = "-o";
+        argv[a++] = dbuf;
         argv[a++] = ro->o.quiet ? "-q" : "--no-progress";
         if (ro->o.json)
             argv[a++] = "--json";

@@ -155,14 +155,16 @@ void minivm_sdev_header(const struct minivm_sdev *d, uint8_t h[MINIVM_SDEV_HDR_L
         put_le(h + 32 + 4 * MINIVM_DEV_REGIONS + 4 * v, d->select[v], 4);
 }
 
-/* The VM is stopped: header, then the whole buffer (vmig cuts the chunks). */
+/* The VM is stopped: header, then the whole buffer (vmig cuts the chunks
+ * and sends them straight from it: nothing changes it until the migration
+ * is over, whatever its outcome). */
 static int sdev_save(void *opaque, vmig_devstate_out *out)
 {
     struct minivm_sdev *d = opaque;
     uint8_t h[SDEV_HDR_LEN];
     minivm_sdev_header(d, h);
     int rc = vmig_devstate_write(out, h, sizeof(h));
-    return rc ? rc : vmig_devstate_write(out, d->buf, d->size);
+    return rc ? rc : vmig_devstate_write_ref(out, d->buf, d->size);
 }
 
 static int sdev_header(struct minivm_sdev *d)
