@@ -217,16 +217,22 @@ static int emit(vmig_devstate_out *o, bool last)
     return 0;
 }
 
+/* At each step of a write: the writer's first error, or the run's abort. */
+static int out_state(vmig_devstate_out *o)
+{
+    if (!o->rc && vmig_session_aborted(o->s))
+        o->rc = VMIG_ECANCELED;
+    return o->rc;
+}
+
 int vmig_devstate_write(vmig_devstate_out *o, const void *buf, size_t len)
 {
     if (!o)
         return VMIG_EINVAL;
-    if (o->rc)
-        return o->rc;
     const uint8_t *p = buf;
     while (len) {
-        if (vmig_session_aborted(o->s))
-            return o->rc = VMIG_ECANCELED;
+        if (out_state(o))
+            return o->rc;
         /* A full chunk (or the caller's, by reference) waits for the next
          * write: the one before the end of save_final is the last. */
         if ((o->ref || (o->buf && o->len == o->s->dev_chunk)) && (o->rc = emit(o, false)))
@@ -242,19 +248,17 @@ int vmig_devstate_write(vmig_devstate_out *o, const void *buf, size_t len)
         p += n;
         len -= n;
     }
-    return 0;
+    return o->rc;
 }
 
 int vmig_devstate_write_ref(vmig_devstate_out *o, const void *buf, size_t len)
 {
     if (!o)
         return VMIG_EINVAL;
-    if (o->rc)
-        return o->rc;
     const uint8_t *p = buf;
     while (len) {
-        if (vmig_session_aborted(o->s))
-            return o->rc = VMIG_ECANCELED;
+        if (out_state(o))
+            return o->rc;
         if (o->len && (o->rc = emit(o, false))) /* what is pending goes first */
             return o->rc;
         size_t n = VMIG_MIN(len, o->s->dev_chunk);
@@ -264,7 +268,7 @@ int vmig_devstate_write_ref(vmig_devstate_out *o, const void *buf, size_t len)
         p += n;
         len -= n;
     }
-    return 0;
+    return o->rc;
 }
 
 int vmig_dev_save(vmig_session *s, bool final, uint32_t pass, uint64_t *seq, vmig_error *err)
