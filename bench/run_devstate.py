@@ -61,7 +61,8 @@ def one(a, path):
             "seconds": s["seconds"], "dev_bytes": s["devices"]["bytes"],
             "chunks": s["devices"]["chunks"], "save_ms": s["devices"]["save_seconds"] * 1e3,
             "load_ms": d["devices"]["load_seconds"] * 1e3,
-            "held_mib": d["devices"]["held_max_bytes"] / 2**20}
+            "held_mib": d["devices"]["held_max_bytes"] / 2**20,
+            "src_cpu": s["thread_cpu_seconds"], "dst_cpu": d["thread_cpu_seconds"]}
 
 
 def med(rows, key):
@@ -99,6 +100,13 @@ def main():
           f"(goal: at least 40 % less)")
     print(f"device-state part: channels {ch - no:.1f} ms, serial {ct - no:.1f} ms "
           f"({(ch - no) / (ct - no):.3f})")
+    # What moving the device's state cost in CPU: the sessions' threads
+    # (migrating thread, channels, load threads) over the run without it.
+    for k in ("channels", "control"):
+        sc = med(rows[k], "src_cpu") - med(rows["none"], "src_cpu")
+        dc = med(rows[k], "dst_cpu") - med(rows["none"], "dst_cpu")
+        print(f"CPU for the device state ({k}): source {sc:.3f} s, destination {dc:.3f} s, "
+              f"sum {sc + dc:.3f} s")
     if a.markdown:
         print("\n| path | downtime (median) | save (stopped) | load | held out of order | passes |")
         print("|---|---|---|---|---|---|")

@@ -524,7 +524,7 @@ typedef struct vmig_stats {
     uint64_t normal_pages; /* pages whose data was sent */
     uint64_t zero_pages;   /* pages sent as "zero" without data */
     uint64_t packets;      /* RAM packets */
-    uint64_t cpu_ns;       /* CPU time of the session's threads (caller included) */
+    uint64_t cpu_ns;       /* CPU time of the session's threads (caller, channels, load threads) */
     uint64_t verify_ns;    /* time of the end-of-migration digest check */
     double mbps;           /* wire throughput, megabytes (1e6) per second */
     /* Live pre-copy (source; the destination fills pass only). */

@@ -361,9 +361,19 @@ void vmig_dev_drop_jobs(vmig_session *s)
 /* destination                                                         */
 
 /* The load thread of one device: its chunks in order, then load_done. */
+static void *loader_body(vmig_dev *d);
+
 static void *loader_main(void *arg)
 {
     vmig_dev *d = arg;
+    uint64_t cpu0 = vmig_thread_cpu_ns();
+    loader_body(d);
+    vmig_stat_add(&d->s->st_dev_cpu_ns, vmig_thread_cpu_ns() - cpu0);
+    return NULL;
+}
+
+static void *loader_body(vmig_dev *d)
+{
     vmig_session *s = d->s;
     for (;;) {
         void *buf;

@@ -405,7 +405,7 @@ static void run_begin(vmig_session *s)
     s->st_expected_ns = s->st_downtime_ns = s->st_sync_ns = 0;
     memset(s->st_codec, 0, sizeof(s->st_codec));
     s->st_dev_chunks = s->st_dev_bytes = s->st_dev_iter_bytes = s->st_dev_save_ns = 0;
-    s->st_dev_load_ns = s->st_dev_held_max = 0;
+    s->st_dev_load_ns = s->st_dev_held_max = s->st_dev_cpu_ns = 0;
     s->deflate_desc[0] = 0;
     memset(&s->st_accel, 0, sizeof(s->st_accel));
     s->accel_noticed = false;
@@ -591,6 +591,7 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     if (s->role == VMIG_ROLE_SOURCE)
         vmig_source_accel_stats(s, &o->accel);
     o->cpu_ns += o->accel.device_cpu_ns;
+    o->cpu_ns += LD(s->st_dev_cpu_ns);
     o->ram_bytes = LD(s->st_ram_bytes);
     o->dirty_track = LD(s->dirty_mode);
     o->pass = LD(s->st_pass);

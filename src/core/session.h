@@ -208,6 +208,7 @@ struct vmig_session {
     uint32_t dev_pool_n, dev_pool_cap;
     uint64_t st_dev_chunks, st_dev_bytes, st_dev_iter_bytes, st_dev_save_ns, st_dev_load_ns;
     uint64_t st_dev_held_max;
+    uint64_t st_dev_cpu_ns; /* destination: CPU time of the load threads */
 
     /* Statistics (atomics). */
     uint64_t start_ns, end_ns, total_bytes;
