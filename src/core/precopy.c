@@ -136,12 +136,17 @@ enum vmig_pc_verdict vmig_precopy_step(vmig_precopy *pc, const vmig_pass_sample 
         limit = lbuf;
     }
     if (limit) {
+        char dev[96] = "";
+        if (smp->dev_bytes)
+            snprintf(dev, sizeof(dev), " and %.1f MiB of device state to send once stopped",
+                     (double)smp->dev_bytes / 1048576.0);
         if (why)
             snprintf(why, whylen,
-                     "after %u passes, %.1f MiB still dirty (dirty rate %.1f MB/s, bandwidth %.1f "
-                     "MB/s): expected downtime %llu ms > limit %llu ms (%s)",
-                     smp->pass, (double)pc->remaining / 1048576.0, (double)pc->dirty_rate / 1e6,
-                     (double)pc->bandwidth / 1e6, (unsigned long long)(pc->expected_ns / 1000000),
+                     "after %u passes, %.1f MiB still dirty%s (dirty rate %.1f MB/s, bandwidth "
+                     "%.1f MB/s): expected downtime %llu ms > limit %llu ms (%s)",
+                     smp->pass, (double)pc->remaining / 1048576.0, dev,
+                     (double)pc->dirty_rate / 1e6, (double)pc->bandwidth / 1e6,
+                     (unsigned long long)(pc->expected_ns / 1000000),
                      (unsigned long long)(pc->downtime_limit_ns / 1000000), limit);
         return pc->on_limit == VMIG_ON_LIMIT_SWITCH ? VMIG_PC_FORCE : VMIG_PC_FAIL;
     }
