@@ -390,7 +390,12 @@ static void test_refusals(void)
     pthread_join(P.ta, NULL);
     CHECK(P.a.rc == VMIG_EINVAL && strstr(P.a.err.msg, "stop hook"), "no stop: %d %s", P.a.rc,
           P.a.err.msg);
-    vmig_cancel(P.dst);
+    /* A cancel reaches only a running call (one before the destination's
+     * thread entered it is reset): cancel until it has returned. */
+    while (!__atomic_load_n(&P.b.done, __ATOMIC_ACQUIRE)) {
+        vmig_cancel(P.dst);
+        usleep(10000);
+    }
     pthread_join(P.tb, NULL);
     /* device state that the destination cannot take: refused before any page */
     vmig_set_vm_ops(P.src, &tu_vm_src_ops, &P.vm);
