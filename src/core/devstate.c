@@ -436,7 +436,7 @@ int vmig_dev_dest_start(vmig_session *s, const vmig_wire_hello *h, vmig_error *e
                                   h->devices[k].id, h->devices[k].instance);
         s->dev_hello[k] = d;
     }
-    s->dev_path = h->dev_path;
+    __atomic_store_n(&s->dev_path, h->dev_path, __ATOMIC_RELAXED); /* stats read it */
     s->dev_chunk = h->dev_chunk;
     /* Enough for a full queue (devstate-buffer) and every channel's chunk
      * in flight: none is fresh memory inside the downtime. */

@@ -613,7 +613,7 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
         o->codec[k].ns = LD(s->st_codec[k].ns);
     }
     o->devices = s->ndevs;
-    o->dev_path = s->dev_path;
+    o->dev_path = LD(s->dev_path);
     o->dev_chunks = (uint32_t)LD(s->st_dev_chunks);
     o->dev_bytes = LD(s->st_dev_bytes);
     o->dev_iter_bytes = LD(s->st_dev_iter_bytes);

@@ -199,7 +199,7 @@ struct vmig_session {
      * HELLO) and, on the destination, the devices in HELLO's order. */
     vmig_dev *devs;
     uint32_t ndevs, devs_cap;
-    uint32_t dev_path, dev_chunk;
+    uint32_t dev_path, dev_chunk; /* dev_path: atomic (statistics read it) */
     vmig_dev **dev_hello;
     /* Chunk buffers (dev_chunk bytes each) kept warm for reuse: fresh
      * memory costs a page fault per page, inside the downtime. */

@@ -1153,7 +1153,7 @@ int vmig_source_run(vmig_session *s, const char *uri)
     live L = {0};
     int rc;
     s->nch = s->p.channels;
-    s->dev_path = s->p.devstate_path;
+    __atomic_store_n(&s->dev_path, s->p.devstate_path, __ATOMIC_RELAXED); /* stats read it */
     s->dev_chunk =
         s->dev_path == VMIG_DEVSTATE_CONTROL
             ? VMIG_MIN(s->p.devstate_chunk, VMIG_WIRE_MAX_CTL_PAYLOAD - VMIG_DEVCHUNK_HDR_LEN)
