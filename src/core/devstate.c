@@ -456,9 +456,13 @@ int vmig_dev_dest_start(vmig_session *s, const vmig_wire_hello *h, vmig_error *e
         vmig_dev *d = &s->devs[i];
         char name[VMIG_DEVICE_ID_MAX + 16];
         snprintf(name, sizeof(name), "'%s' instance %u", d->id, d->instance);
-        int rc = vmig_devq_create(name, s->p.devstate_buffer, &d->q, err);
+        vmig_devq *q;
+        int rc = vmig_devq_create(name, s->p.devstate_buffer, &q, err);
         if (rc)
             return rc;
+        pthread_mutex_lock(&s->lock); /* vmig_dev_fail_all may run on any thread */
+        d->q = q;
+        pthread_mutex_unlock(&s->lock);
     }
     for (uint32_t i = 0; i < s->ndevs; i++) {
         vmig_dev *d = &s->devs[i];
@@ -618,9 +622,13 @@ int vmig_dev_dest_finish(vmig_session *s, vmig_error *err)
 
 void vmig_dev_fail_all(vmig_session *s, const vmig_error *e)
 {
+    /* Under the session's lock: the queues are made and freed under it
+     * (vmig_cancel calls this from any thread, at any time). */
+    pthread_mutex_lock(&s->lock);
     for (uint32_t i = 0; i < s->ndevs; i++)
         if (s->devs[i].q)
             vmig_devq_fail(s->devs[i].q, e->code ? e->code : VMIG_EIO, e->msg);
+    pthread_mutex_unlock(&s->lock);
 }
 
 void vmig_dev_end_run(vmig_session *s)
@@ -633,8 +641,11 @@ void vmig_dev_end_run(vmig_session *s)
             pthread_join(d->loader, NULL);
             d->loader_started = false;
         }
-        vmig_devq_free(d->q);
+        pthread_mutex_lock(&s->lock);
+        vmig_devq *q = d->q;
         d->q = NULL;
+        pthread_mutex_unlock(&s->lock);
+        vmig_devq_free(q);
         d->next_chunk = 0;
         d->iter_known = false;
         d->iter_remaining = 0;
