@@ -225,5 +225,22 @@ else
     fail "destination without the device: exits $RC $rd: $(tail -3 "$T/nds.err")"
 fi
 
+# A destination whose device is of another size refuses its state, saying so.
+"$MINIVM" run --incoming "unix:$T/devsz.sock" --device-state 16M >"$T/dz.out" 2>"$T/dz.err" &
+dpid=$!
+PIDS+=("$dpid")
+for _ in $(seq 100); do [ -S "$T/devsz.sock" ] && break; sleep 0.05; done
+timeout 60 "$MINIVM" run --guest "$GUEST" --mem 64M --device-state 8M --migrate-after 500ms \
+    --migrate-to "unix:$T/devsz.sock" --run-for 3s >"$T/dzs.out" 2>"$T/dzs.err"
+RC=$?
+wait "$dpid"
+rd=$?
+if [ "$RC" = 1 ] && [ "$rd" != 0 ] && has dz.err "holds 8388608 bytes.*this one 16777216" &&
+    has dzs.err "the guest runs on"; then
+    pass "device of another size: its state refused with the reason, the source guest ran on"
+else
+    fail "device of another size: exits $RC $rd: $(tail -3 "$T/dz.err")"
+fi
+
 echo "$npass passed, $nfail failed, 0 skipped"
 [ "$nfail" = 0 ]

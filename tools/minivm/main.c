@@ -848,6 +848,9 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
     vmig_session_free(s);
     if (rc) {
         fprintf(stderr, "minivm: incoming migration failed: %s\n", err.msg);
+        if (vm->sdev && minivm_sdev_refusal(vm->sdev)[0])
+            fprintf(stderr, "minivm: the device's state was refused: %s\n",
+                    minivm_sdev_refusal(vm->sdev));
         return cli_exit_code(rc);
     }
     if (!vm->slot[0].host || vm->nvcpus == 0 || !minivm_config_page(vm)) {

@@ -271,6 +271,8 @@ void minivm_sdev_header(const struct minivm_sdev *d, uint8_t h[MINIVM_SDEV_HDR_L
 extern const vmig_device_ops minivm_sdev_ops;
 /* Forget a partial load (before another incoming attempt). */
 void minivm_sdev_reset_load(struct minivm_sdev *d);
+/* Why the last load was refused ("" when it was not). */
+const char *minivm_sdev_refusal(const struct minivm_sdev *d);
 /* The whole buffer against the device's seeds, and the seeds against the
  * guest's record in `c` (NULL: not checked); 0, or -1 with the first
  * difference in msg. *cmds: rewrites the device has seen. */

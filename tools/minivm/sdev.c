@@ -32,9 +32,10 @@ struct minivm_sdev {
     uint32_t seed[MINIVM_DEV_REGIONS];
     uint32_t select[MINIVM_MAX_VCPUS];
     uint64_t cmds;
-    /* destination: the state as it arrives */
+    /* destination: the state as it arrives, and why it was refused */
     uint8_t hdr[SDEV_HDR_LEN];
     uint64_t got;
+    char why[256];
 };
 
 static void put_le(uint8_t *p, uint64_t v, int n)
@@ -171,25 +172,25 @@ static int sdev_header(struct minivm_sdev *d)
 {
     const uint8_t *h = d->hdr;
     if (memcmp(h, SDEV_MAGIC, 8)) {
-        fprintf(stderr, "minivm: device state: bad magic\n");
+        snprintf(d->why, sizeof(d->why), "bad magic");
         return VMIG_EPROTO;
     }
     uint64_t size = get_le(h + 8, 8);
     if (size != d->size || get_le(h + 16, 4) != MINIVM_DEV_REGIONS ||
         get_le(h + 20, 4) != MINIVM_MAX_VCPUS) {
-        fprintf(stderr,
-                "minivm: device state: the source's device holds %llu bytes in %llu regions, "
-                "this one %llu bytes (--device-state)\n",
-                (unsigned long long)size, (unsigned long long)get_le(h + 16, 4),
-                (unsigned long long)d->size);
+        snprintf(d->why, sizeof(d->why),
+                 "the source's device holds %llu bytes in %llu regions, this one %llu bytes "
+                 "(--device-state)",
+                 (unsigned long long)size, (unsigned long long)get_le(h + 16, 4),
+                 (unsigned long long)d->size);
         return VMIG_EINVAL;
     }
     d->cmds = get_le(h + 24, 8);
     for (uint32_t r = 0; r < MINIVM_DEV_REGIONS; r++) {
         d->seed[r] = (uint32_t)get_le(h + 32 + 4 * r, 4);
         if (d->seed[r] > MINIVM_DEV_SEED_MASK) {
-            fprintf(stderr, "minivm: device state: region %u has seed 0x%x, beyond 24 bits\n", r,
-                    d->seed[r]);
+            snprintf(d->why, sizeof(d->why), "region %u has seed 0x%x, beyond 24 bits", r,
+                     d->seed[r]);
             return VMIG_EPROTO;
         }
     }
@@ -216,8 +217,8 @@ static int sdev_load(void *opaque, const void *buf, size_t len)
         }
     }
     if (len > SDEV_HDR_LEN + d->size - d->got) {
-        fprintf(stderr, "minivm: device state: more than the %llu bytes of the device\n",
-                (unsigned long long)d->size);
+        snprintf(d->why, sizeof(d->why), "more than the %llu bytes of the device",
+                 (unsigned long long)d->size);
         return VMIG_EPROTO;
     }
     if (len)
@@ -230,8 +231,8 @@ static int sdev_load_done(void *opaque)
 {
     struct minivm_sdev *d = opaque;
     if (d->got != SDEV_HDR_LEN + d->size) {
-        fprintf(stderr, "minivm: device state: %llu of %llu bytes arrived\n",
-                (unsigned long long)d->got, (unsigned long long)(SDEV_HDR_LEN + d->size));
+        snprintf(d->why, sizeof(d->why), "%llu of %llu bytes arrived", (unsigned long long)d->got,
+                 (unsigned long long)(SDEV_HDR_LEN + d->size));
         return VMIG_EPROTO;
     }
     return 0;
@@ -247,6 +248,12 @@ const vmig_device_ops minivm_sdev_ops = {
 void minivm_sdev_reset_load(struct minivm_sdev *d)
 {
     d->got = 0;
+    d->why[0] = 0;
+}
+
+const char *minivm_sdev_refusal(const struct minivm_sdev *d)
+{
+    return d->why;
 }
 
 int minivm_sdev_verify(struct minivm_sdev *d, const struct minivm_config *c, uint64_t *cmds,

@@ -127,10 +127,13 @@ int main(void)
     st[MINIVM_SDEV_HDR_LEN + 12345] ^= 4;
     /* Refusals: magic, size, a seed beyond 24 bits, bytes beyond the end, too few. */
     st[0] ^= 1;
-    CHECK(load_all(dst, st, len, 4096) == VMIG_EPROTO, "bad magic");
+    CHECK(load_all(dst, st, len, 4096) == VMIG_EPROTO && strstr(minivm_sdev_refusal(dst), "magic"),
+          "bad magic: %s", minivm_sdev_refusal(dst));
     st[0] ^= 1;
     st[9] ^= 1;
-    CHECK(load_all(dst, st, len, 4096) == VMIG_EINVAL, "other size");
+    CHECK(load_all(dst, st, len, 4096) == VMIG_EINVAL &&
+              strstr(minivm_sdev_refusal(dst), "--device-state"),
+          "other size: %s", minivm_sdev_refusal(dst));
     st[9] ^= 1;
     st[32 + 3] = 1;
     CHECK(load_all(dst, st, len, 4096) == VMIG_EPROTO, "seed beyond 24 bits");
@@ -139,7 +142,10 @@ int main(void)
     memcpy(longer, st, len);
     longer[len] = 0;
     CHECK(load_all(dst, longer, len + 1, 4096) == VMIG_EPROTO, "a byte too many");
-    CHECK(load_all(dst, st, len - 1, 4096) == VMIG_EPROTO, "a byte too few");
+    CHECK(load_all(dst, st, len - 1, 4096) == VMIG_EPROTO &&
+              strstr(minivm_sdev_refusal(dst), "bytes arrived"),
+          "a byte too few: %s", minivm_sdev_refusal(dst));
+    CHECK(load_all(dst, st, len, 4096) == 0 && !minivm_sdev_refusal(dst)[0], "no refusal");
     free(longer);
     free(st);
     free(copy);
