@@ -208,38 +208,37 @@ if [ "$RC" = 0 ] && has dev1.err "verified device state: 16 MiB"; then
 else
     fail "device state, 1 vCPU: exit $RC: $(tail -5 "$T/dev1.err")"
 fi
+# refused NAME "DEST ARGS" "SOURCE ARGS": a destination that is to refuse the
+# source's migration; RC is the source's exit status, RD the destination's.
+refused() {
+    local name=$1 dargs=$2 sargs=$3
+    # shellcheck disable=SC2086
+    "$MINIVM" run --incoming "unix:$T/$name.sock" $dargs >"$T/$name.dout" 2>"$T/$name.derr" &
+    local dpid=$!
+    PIDS+=("$dpid")
+    for _ in $(seq 100); do [ -S "$T/$name.sock" ] && break; sleep 0.05; done
+    # shellcheck disable=SC2086
+    timeout 60 "$MINIVM" run --guest "$GUEST" $sargs --migrate-after 500ms \
+        --migrate-to "unix:$T/$name.sock" --run-for 3s >"$T/$name.sout" 2>"$T/$name.serr"
+    RC=$?
+    wait "$dpid"
+    RD=$?
+}
 # A destination without the device refuses, naming it; the source guest runs on.
-"$MINIVM" run --incoming "unix:$T/nodev.sock" >"$T/nd.out" 2>"$T/nd.err" &
-dpid=$!
-PIDS+=("$dpid")
-for _ in $(seq 100); do [ -S "$T/nodev.sock" ] && break; sleep 0.05; done
-timeout 60 "$MINIVM" run --guest "$GUEST" --mem 64M --device-state 8M --migrate-after 500ms \
-    --migrate-to "unix:$T/nodev.sock" --run-for 3s >"$T/nds.out" 2>"$T/nds.err"
-RC=$?
-wait "$dpid"
-rd=$?
-if [ "$RC" = 1 ] && [ "$rd" != 0 ] && has nds.err "minivm-sdev' instance 0.*not registered" &&
-    has nds.err "the guest runs on"; then
+refused nodev "" "--mem 64M --device-state 8M"
+if [ "$RC" = 1 ] && [ "$RD" != 0 ] && has nodev.serr "minivm-sdev' instance 0.*not registered" &&
+    has nodev.serr "the guest runs on"; then
     pass "destination without the device: refused by name, the source guest ran on"
 else
-    fail "destination without the device: exits $RC $rd: $(tail -3 "$T/nds.err")"
+    fail "destination without the device: exits $RC $RD: $(tail -3 "$T/nodev.serr")"
 fi
-
 # A destination whose device is of another size refuses its state, saying so.
-"$MINIVM" run --incoming "unix:$T/devsz.sock" --device-state 16M >"$T/dz.out" 2>"$T/dz.err" &
-dpid=$!
-PIDS+=("$dpid")
-for _ in $(seq 100); do [ -S "$T/devsz.sock" ] && break; sleep 0.05; done
-timeout 60 "$MINIVM" run --guest "$GUEST" --mem 64M --device-state 8M --migrate-after 500ms \
-    --migrate-to "unix:$T/devsz.sock" --run-for 3s >"$T/dzs.out" 2>"$T/dzs.err"
-RC=$?
-wait "$dpid"
-rd=$?
-if [ "$RC" = 1 ] && [ "$rd" != 0 ] && has dz.err "holds 8388608 bytes.*this one 16777216" &&
-    has dzs.err "the guest runs on"; then
+refused devsz "--device-state 16M" "--mem 64M --device-state 8M"
+if [ "$RC" = 1 ] && [ "$RD" != 0 ] && has devsz.derr "holds 8388608 bytes.*this one 16777216" &&
+    has devsz.serr "the guest runs on"; then
     pass "device of another size: its state refused with the reason, the source guest ran on"
 else
-    fail "device of another size: exits $RC $rd: $(tail -3 "$T/dz.err")"
+    fail "device of another size: exits $RC $RD: $(tail -3 "$T/devsz.derr")"
 fi
 
 echo "$npass passed, $nfail failed, 0 skipped"
