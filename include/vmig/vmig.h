@@ -183,6 +183,10 @@ typedef struct vmig_params {
     uint32_t devstate_path;   /* enum vmig_devstate_path (source); default channels */
     uint32_t devstate_chunk;  /* bytes per chunk, 4K..16M (source); default 1M */
     uint64_t devstate_buffer; /* bytes a device may hold out of order (destination); 64M */
+    /* Continuous checkpoints (vmig_colo_primary / vmig_colo_secondary). */
+    uint32_t checkpoint_period_ms; /* primary: 0 (on demand only) or 100..3600000; 1000 */
+    uint32_t heartbeat_timeout_ms; /* both: silence that means the peer is gone; 2000 */
+    uint32_t flush_threads;        /* secondary: RAM-cache flush threads, 0 = CPUs (default) */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -408,6 +412,11 @@ enum vmig_event_type {
     VMIG_EVENT_SWITCHOVER = 3, /* the VM is stopped; the last pass starts */
     VMIG_EVENT_DONE = 4,       /* the migration ended (stats hold the outcome) */
     VMIG_EVENT_NOTICE = 5,     /* something the user should know (message), once */
+    /* Continuous checkpoints. */
+    VMIG_EVENT_CHECKPOINT = 6, /* checkpoint `checkpoint` committed (primary: acknowledged) */
+    VMIG_EVENT_CKPT_FLUSH = 7, /* secondary: checkpoint complete, its pages are flushed now */
+    VMIG_EVENT_CKPT_LOAD = 8,  /* secondary: RAM flushed, its device state is loaded now */
+    VMIG_EVENT_FAILOVER = 9,   /* secondary: the primary is gone; `checkpoint` is activated */
 };
 
 typedef struct vmig_event {
@@ -419,7 +428,13 @@ typedef struct vmig_event {
     uint64_t expected_downtime_ns; /* remaining_bytes / bandwidth + dirty-sync time */
     uint32_t throttle_pct;         /* current throttle */
     int32_t result;                /* DONE: 0 or the VMIG_E* code */
-    const char *message;           /* NOTICE: one sentence, valid during the call */
+    const char *message;           /* NOTICE, FAILOVER: one sentence, valid during the call */
+    /* Continuous checkpoints (CHECKPOINT, CKPT_*, FAILOVER). */
+    uint64_t checkpoint; /* its number: 0 is the initial copy, then 1, 2, ... */
+    uint64_t pause_ns;   /* primary: how long the VM was paused for it */
+    uint64_t commit_ns;  /* CHECKPOINT: secondary: from its last byte to the commit;
+                          * primary: from the resume to the acknowledgement */
+    uint64_t ckpt_bytes; /* RAM bytes (dirty pages) in it */
 } vmig_event;
 
 /* Called on the migrating thread; it may call vmig_stats_get() and
@@ -461,6 +476,38 @@ int vmig_incoming_uri(vmig_session *s, char *buf, size_t len);
 int vmig_incoming_run(vmig_session *s, vmig_error *err);
 
 /*
+ * Continuous checkpoints to a standby (COLO-style), docs/colo.md.
+ *
+ * Primary: a live migration brings the secondary up to date (checkpoint
+ * 0), then every checkpoint-period, or at vmig_colo_checkpoint_request(),
+ * the VM is paused, its dirty pages and device state go over the channels,
+ * and it resumes; the secondary acknowledges each checkpoint once it has
+ * committed it (VMIG_EVENT_CHECKPOINT). Output the VM produced before a
+ * checkpoint's pause may leave the host once that checkpoint is
+ * acknowledged. Returns only when the protection ends: vmig_cancel()
+ * (VMIG_ECANCELED; the secondary is told and does not take over) or the
+ * secondary is lost (its error). The VM runs on in every case.
+ * Needs dirty tracking (dirty-track) and the stop/resume hooks.
+ */
+int vmig_colo_primary(vmig_session *s, const char *uri, vmig_error *err);
+/* Primary: take a checkpoint now (any thread). VMIG_ESTATE when none runs. */
+int vmig_colo_checkpoint_request(vmig_session *s);
+/*
+ * Secondary (after vmig_incoming_listen): receive checkpoint 0 into RAM,
+ * then each later checkpoint into a RAM cache; once a checkpoint is whole
+ * (every channel past its barrier, the digests of its pages checked) its
+ * pages are flushed into RAM on flush-threads threads and the devices'
+ * state is loaded, then it is acknowledged. A checkpoint cut short is
+ * discarded, never half applied. Returns 0 when the primary is gone (the
+ * connection lost, or silent for heartbeat-timeout) after at least one
+ * committed checkpoint: RAM and devices hold the last one and the VM
+ * should run here now (failover). VMIG_ECANCELED when the primary ended
+ * the protection or vmig_cancel() was called; another error when the
+ * stream was bad: the VM must not run here (the primary runs on).
+ */
+int vmig_colo_secondary(vmig_session *s, vmig_error *err);
+
+/*
  * Ask a running vmig_migrate() or vmig_incoming_run() to stop. Safe from
  * any thread, including a signal handler-free monitor thread. The running
  * call returns VMIG_ECANCELED.
@@ -478,6 +525,7 @@ enum vmig_state {
     VMIG_STATE_COMPLETED = 4,
     VMIG_STATE_FAILED = 5,
     VMIG_STATE_CANCELED = 6,
+    VMIG_STATE_CHECKPOINTING = 7, /* continuous checkpoints: checkpoint 0 committed */
 };
 
 typedef struct vmig_channel_stats {
@@ -554,6 +602,17 @@ typedef struct vmig_stats {
     uint64_t dev_save_ns;    /* source: time in save_final (VM stopped) */
     uint64_t dev_load_ns;    /* destination: time in load_chunk and load_done, all devices */
     uint64_t dev_held_max;   /* destination: most bytes one device held out of order */
+    /* Continuous checkpoints (vmig_colo_*). */
+    uint64_t checkpoints;     /* committed after checkpoint 0 (primary: acknowledged) */
+    uint64_t ckpt_last_bytes; /* RAM bytes of the last committed checkpoint */
+    uint64_t ckpt_pause_ns;   /* primary: pause of the last checkpoint */
+    uint64_t ckpt_pause_max_ns;
+    uint64_t ckpt_pause_total_ns;
+    uint64_t ckpt_commit_ns; /* secondary: last commit (flush + device load); primary: ack */
+    uint64_t ckpt_commit_max_ns;
+    uint64_t ckpt_flush_ns;  /* secondary: flush of the last checkpoint */
+    uint32_t flush_threads;  /* secondary: threads of the RAM-cache flush */
+    uint32_t ckpt_discarded; /* secondary: 1 when an incomplete checkpoint was thrown away */
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

@@ -152,6 +152,12 @@ int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *le
     return ctl_read(NULL, c, 1u << expect, expect, &type, payload, len, NULL, err);
 }
 
+int vmig_ctl_read_mask(vmig_conn *c, uint32_t mask, unsigned expect, unsigned *type,
+                       uint8_t **payload, uint32_t *len, vmig_error *err)
+{
+    return ctl_read(NULL, c, mask, expect, type, payload, len, NULL, err);
+}
+
 /* Wait until the control channel is readable, giving up with the
  * session's error when it aborts, or VMIG_ETIMEDOUT at `deadline`. */
 static int ctl_wait(vmig_session *s, unsigned expect, uint64_t deadline, int timeout_ms,

@@ -32,13 +32,14 @@ static inline bool bit_test_set(uint64_t *map, uint64_t i)
  * Barrier at SYNC: no channel goes on to a later pass until every channel
  * has finished this one. Returns false on abort.
  */
-static bool barrier_wait(vmig_session *s)
+static bool barrier_wait(vmig_session *s, uint32_t pass)
 {
     pthread_mutex_lock(&s->lock);
     uint64_t gen = s->barrier_gen;
     if (++s->barrier_count == s->nch) {
         s->barrier_count = 0;
         s->barrier_gen++;
+        s->barrier_pass = pass;
         pthread_cond_broadcast(&s->barrier_cv);
     } else {
         while (s->barrier_gen == gen && !vmig_session_aborted(s))
@@ -86,8 +87,8 @@ static void populate_ahead(vmig_block *b, const uint64_t *offs, uint32_t n)
  * was bounded by the header check), then decode it straight into the
  * destination pages. The decoder fills every page exactly or fails.
  */
-static int recv_compressed(vmig_channel *c, const vmig_pkt_hdr *h, vmig_block *b, uint32_t codec,
-                           vmig_error *err)
+static int recv_compressed(vmig_channel *c, const vmig_pkt_hdr *h, vmig_block *b, uint8_t *base,
+                           uint32_t codec, vmig_error *err)
 {
     vmig_session *s = c->s;
     const vmig_codec_ops *ops = vmig_codec_get(codec);
@@ -106,8 +107,8 @@ static int recv_compressed(vmig_channel *c, const vmig_pkt_hdr *h, vmig_block *b
         return rc;
     const uint64_t *offs = c->offsets;
     for (uint32_t i = 0; i < h->normal; i++)
-        c->pages[i] = b->host + offs[i];
-    if (b->resident)
+        c->pages[i] = base + offs[i];
+    if (b->resident && base == b->host)
         populate_ahead(b, offs, h->normal);
     uint64_t t0 = vmig_now_ns();
     vmig_error e = {0};
@@ -143,9 +144,12 @@ static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig
     if (rc)
         return rc;
     const uint64_t *offs = c->offsets;
+    /* Continuous checkpoints: after checkpoint 0, pages go to the cache. */
+    bool cached = false;
+    uint8_t *base = s->colo ? vmig_colo_base(s, b, h->pass, &cached) : b->host;
     uint32_t codec = vmig_pkt_codec(h);
     if (codec != VMIG_CODEC_NONE) {
-        if ((rc = recv_compressed(c, h, b, codec, err)))
+        if ((rc = recv_compressed(c, h, b, base, codec, err)))
             return rc;
         goto landed;
     }
@@ -153,7 +157,7 @@ static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig
     struct iovec *iov = c->iov;
     int niov = 0;
     for (uint32_t i = 0; i < h->normal; i++) {
-        uint8_t *p = b->host + offs[i];
+        uint8_t *p = base + offs[i];
         if (niov > 0 && (uint8_t *)iov[niov - 1].iov_base + iov[niov - 1].iov_len == p) {
             iov[niov - 1].iov_len += b->page_size;
         } else {
@@ -163,7 +167,7 @@ static int recv_ram(vmig_channel *c, const vmig_pkt_hdr *h, uint32_t *hint, vmig
         }
     }
     if (niov) {
-        if (b->resident)
+        if (b->resident && !cached)
             populate_ahead(b, offs, h->normal);
         rc = vmig_conn_read_full(c->conn, iov, niov, "page data", err);
         if (rc)
@@ -174,15 +178,21 @@ landed:
     for (uint32_t i = 0; i < h->normal; i++) {
         uint64_t idx = offs[i] >> b->page_shift;
         bit_test_set(b->received, idx);
+        if (cached)
+            bit_test_set(b->ckpt_dirty, idx);
         if (b->page_hash)
-            __atomic_store_n(&b->page_hash[idx], vmig_page_hash(b->host + offs[i], b->page_size),
+            __atomic_store_n(&b->page_hash[idx], vmig_page_hash(base + offs[i], b->page_size),
                              __ATOMIC_RELAXED);
     }
-    bool zeroed = b->flags & VMIG_RAM_ZEROED;
+    bool zeroed = (b->flags & VMIG_RAM_ZEROED) && !cached;
     for (uint32_t i = h->normal; i < n; i++) {
         uint64_t idx = offs[i] >> b->page_shift;
-        uint8_t *p = b->host + offs[i];
+        uint8_t *p = base + offs[i];
         bool seen = bit_test_set(b->received, idx);
+        /* A zero page of a checkpoint is flushed like any other (a page
+         * left out of the cache's bitmap would keep its old content). */
+        if (cached)
+            bit_test_set(b->ckpt_dirty, idx);
         /* Fresh zeroed memory: a page never written is left alone (no fault,
          * no RSS). Otherwise clear the page only if it is not zero already. */
         if (zeroed ? seen : !s->zero->fn(p, b->page_size))
@@ -228,7 +238,7 @@ static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
             return rc;
         vmig_stat_add(&c->st_bytes, VMIG_PKT_HDR_LEN);
         vmig_stat_add(&s->st_wire_bytes, VMIG_PKT_HDR_LEN);
-        if (!barrier_wait(s))
+        if (!barrier_wait(s, h.pass))
             return VMIG_ECANCELED;
         c->synced_pass = h.pass;
         if (c->id == 0)
@@ -506,6 +516,22 @@ int vmig_dest_run(vmig_session *s)
     if ((rc = check_blocks(s, &hello, &e)) || (rc = vmig_dev_dest_start(s, &hello, &e)))
         goto fail;
     devstate = hello.features & VMIG_HELLO_F_DEVSTATE;
+    if (((hello.features & VMIG_HELLO_F_COLO) != 0) != s->colo) {
+        rc = vmig_error_set(&e, VMIG_EPROTO,
+                            s->colo ? "this secondary waits for continuous checkpoints "
+                                      "(vmig_colo_secondary), but the source sends a plain "
+                                      "migration"
+                                    : "the source is a primary of continuous checkpoints; this "
+                                      "destination takes a plain migration (vmig_incoming_run)");
+        goto fail;
+    }
+    if (s->colo && (devstate || (s->dev_hello && s->dev_path != VMIG_WIRE_DEV_CHANNELS))) {
+        rc = vmig_error_set(&e, VMIG_EPROTO,
+                            "continuous checkpoints carry device state over the data channels "
+                            "only, but HELLO announces %s",
+                            devstate ? "a DEVSTATE frame" : "devstate-path=control");
+        goto fail;
+    }
     if (devstate && !s->ops.load_state) {
         rc = vmig_error_set(&e, VMIG_ENOTSUP,
                             "the source sends device state, but this destination has no "
@@ -529,7 +555,8 @@ int vmig_dest_run(vmig_session *s)
             goto fail;
         }
     }
-    if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, true, &e)))
+    if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, true, &e)) ||
+        (s->colo && (rc = vmig_colo_dest_alloc(s, &e))))
         goto fail;
     uint8_t ready[VMIG_READY_LEN];
     vmig_wire_ready_encode(vmig_codec_built_mask(), ready);
@@ -542,6 +569,13 @@ int vmig_dest_run(vmig_session *s)
         goto fail;
     free(payload);
     payload = NULL;
+    if (s->colo) {
+        if ((rc = vmig_colo_dest_loop(s, &e)))
+            goto fail;
+        free(hello.blocks);
+        free(hello.devices);
+        return 0;
+    }
     /* Until END: DEVCHUNK frames (devstate-path=control), then DEVSTATE,
      * once the source has sent FIN on every channel. A channel failure
      * shuts the control channel down and ends this read. */

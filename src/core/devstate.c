@@ -55,7 +55,8 @@ int vmig_device_register(vmig_session *s, const char *id, uint32_t instance,
     if (!s || !id || !ops)
         return vmig_error_set(err, VMIG_EINVAL, "vmig_device_register: NULL argument");
     uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
-    if (st == VMIG_STATE_SETUP || st == VMIG_STATE_ACTIVE || st == VMIG_STATE_VERIFYING)
+    if (st == VMIG_STATE_SETUP || st == VMIG_STATE_ACTIVE || st == VMIG_STATE_VERIFYING ||
+        st == VMIG_STATE_CHECKPOINTING)
         return vmig_error_set(err, VMIG_ESTATE, "device '%s': cannot register while migrating", id);
     size_t nl = strnlen(id, VMIG_DEVICE_ID_MAX + 1);
     if (nl == 0 || nl > VMIG_DEVICE_ID_MAX)
@@ -532,6 +533,10 @@ int vmig_dev_recv_packet(vmig_channel *c, const vmig_pkt_hdr *h, vmig_error *err
     uint64_t bytes = VMIG_PKT_HDR_LEN + (uint64_t)h->payload_len;
     vmig_stat_add(&c->st_bytes, bytes);
     vmig_stat_add(&s->st_wire_bytes, bytes);
+    uint32_t base = s->colo ? __atomic_load_n(&s->colo_base_pass, __ATOMIC_ACQUIRE) : 0;
+    if (base && h->pass > base) /* a checkpoint's: loaded at its commit */
+        return vmig_colo_stage(s, d, h->chunk, h->flags & VMIG_PKT_F_LAST, buf, h->payload_len,
+                               err);
     rc = vmig_devq_put(d->q, h->chunk, buf, h->payload_len, h->flags & VMIG_PKT_F_LAST, err);
     held_stat(s, d);
     return rc;

@@ -79,7 +79,18 @@ static const vmig_param_info infos[] = {
      "source: bytes per device-state chunk (the control path caps them at 1 MiB - 8)"},
     {"devstate-buffer", "1M..4G", "64M",
      "destination: bytes of chunks that arrived ahead of their turn a device may hold; a "
-     "channel with more waits for the device's load thread"},
+     "channel with more waits for the device's load thread; continuous checkpoints: the most "
+     "device state one checkpoint may stage on the secondary"},
+    {"checkpoint-period", "0 or 100..3600000 (ms)", "1000",
+     "continuous checkpoints, primary: time between checkpoints (the VM runs between them, "
+     "pauses for each); 0 takes them only on demand"},
+    {"heartbeat-timeout", "100..600000 (ms)", "2000",
+     "continuous checkpoints: silence on the control channel after which the peer counts as "
+     "gone (the secondary then takes over, the primary runs on unprotected); each side sends a "
+     "heartbeat every quarter of it"},
+    {"flush-threads", "0..64", "0",
+     "continuous checkpoints, secondary: threads that copy a committed checkpoint's pages "
+     "from the RAM cache into RAM; 0 means one per online CPU"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -132,6 +143,9 @@ static const param_spec specs[] = {
     {P_ENUM, FIELD(devstate_path), 0, 1, devstate_path_names},
     {P_SIZE, FIELD(devstate_chunk), 4096, 16u << 20, NULL},
     {P_SIZE, FIELD(devstate_buffer), 1u << 20, 4ull << 30, NULL},
+    {P_UINT, FIELD(checkpoint_period_ms), 0, 3600000, NULL},
+    {P_UINT, FIELD(heartbeat_timeout_ms), 100, 600000, NULL},
+    {P_UINT, FIELD(flush_threads), 0, 64, NULL},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 
@@ -163,6 +177,9 @@ void vmig_params_init(vmig_params *p)
     p->devstate_path = VMIG_DEVSTATE_CHANNELS;
     p->devstate_chunk = 1u << 20;
     p->devstate_buffer = 64ull << 20;
+    p->checkpoint_period_ms = 1000;
+    p->heartbeat_timeout_ms = 2000;
+    p->flush_threads = 0;
 }
 
 /* A parameter's field, read or written at its width (4 or 8 bytes). */
@@ -209,6 +226,11 @@ int vmig_params_check(const vmig_params *p, vmig_error *err)
                                   "parameter %s: %llu is not valid (accepted: %s)", infos[i].name,
                                   (unsigned long long)v, infos[i].values);
     }
+    if (p->checkpoint_period_ms && p->checkpoint_period_ms < 100)
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "parameter checkpoint-period: %u is not valid (accepted: 0 or "
+                              "100..3600000 ms)",
+                              p->checkpoint_period_ms);
     return 0;
 }
 
@@ -304,7 +326,8 @@ int vmig_params_set(vmig_params *p, const char *name, const char *value, vmig_er
             ok = vmig_parse_size(value, &v) == 0 &&
                  (d->kind == P_SIZE || strspn(value, "0123456789") == strlen(value));
         }
-        if (!ok || v < d->min || v > d->max)
+        if (!ok || v < d->min || v > d->max ||
+            (d->offset == offsetof(vmig_params, checkpoint_period_ms) && v && v < 100))
             return vmig_error_set(err, VMIG_EINVAL,
                                   "parameter %s: '%s' is not valid (accepted: %s)", name, value,
                                   infos[i].values);

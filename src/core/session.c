@@ -35,6 +35,7 @@ int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_para
     pthread_mutex_init(&s->rate_lock, NULL);
     pthread_mutex_init(&s->auto_lock, NULL);
     pthread_mutex_init(&s->dev_pool_lock, NULL);
+    pthread_mutex_init(&s->ctl_wlock, NULL);
     pthread_cond_init(&s->space, NULL);
     pthread_cond_init(&s->barrier_cv, NULL);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++) {
@@ -71,13 +72,15 @@ void vmig_session_free(vmig_session *s)
     pthread_mutex_destroy(&s->rate_lock);
     pthread_mutex_destroy(&s->auto_lock);
     pthread_mutex_destroy(&s->dev_pool_lock);
+    pthread_mutex_destroy(&s->ctl_wlock);
     free(s);
 }
 
 static bool running(vmig_session *s)
 {
     uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
-    return st == VMIG_STATE_SETUP || st == VMIG_STATE_ACTIVE || st == VMIG_STATE_VERIFYING;
+    return st == VMIG_STATE_SETUP || st == VMIG_STATE_ACTIVE || st == VMIG_STATE_VERIFYING ||
+           st == VMIG_STATE_CHECKPOINTING;
 }
 
 int vmig_ram_add(vmig_session *s, const char *name, void *host, uint64_t length, uint32_t page_size,
@@ -323,8 +326,11 @@ void vmig_cancel(vmig_session *s)
     if (running(s)) {
         vmig_session_failf(s, VMIG_ECANCELED, "migration canceled");
         /* Make blocked socket calls return; connections are closed only
-         * by the thread that runs the migration, after joining. */
-        vmig_session_shutdown_conns(s, true);
+         * by the thread that runs the migration, after joining. A primary
+         * of continuous checkpoints keeps its control channel: it must
+         * tell the secondary not to take over. */
+        vmig_session_shutdown_conns(
+            s, !(__atomic_load_n(&s->colo, __ATOMIC_ACQUIRE) && s->role == VMIG_ROLE_SOURCE));
     }
 }
 
@@ -340,13 +346,16 @@ void vmig_control_send_error(vmig_session *s, int code, const char *msg)
     if (n < 0)
         return;
     size_t len = vmig_wire_ctl_frame(buf, VMIG_CTL_ERROR, (uint32_t)n);
+    pthread_mutex_lock(&s->ctl_wlock);
     vmig_conn_write_all(s->control, buf, len, "ERROR", NULL);
+    pthread_mutex_unlock(&s->ctl_wlock);
 }
 
 void vmig_session_reset_run(vmig_session *s)
 {
     if (s->role == VMIG_ROLE_SOURCE)
         vmig_source_accel_end(s);
+    vmig_colo_end_run(s);
     vmig_dev_end_run(s);
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
@@ -406,6 +415,12 @@ static void run_begin(vmig_session *s)
     memset(s->st_codec, 0, sizeof(s->st_codec));
     s->st_dev_chunks = s->st_dev_bytes = s->st_dev_iter_bytes = s->st_dev_save_ns = 0;
     s->st_dev_load_ns = s->st_dev_held_max = s->st_dev_cpu_ns = 0;
+    s->barrier_pass = 0;
+    s->st_ckpts = s->st_ckpt_bytes = s->st_ckpt_pause_ns = s->st_ckpt_pause_max_ns = 0;
+    s->st_ckpt_pause_total_ns = s->st_ckpt_commit_ns = s->st_ckpt_commit_max_ns = 0;
+    s->st_ckpt_flush_ns = 0;
+    s->st_ckpt_discarded = s->st_flush_threads = 0;
+    s->colo_request = 0;
     s->deflate_desc[0] = 0;
     memset(&s->st_accel, 0, sizeof(s->st_accel));
     s->accel_noticed = false;
@@ -501,6 +516,43 @@ int vmig_incoming_uri(vmig_session *s, char *buf, size_t len)
     return 0;
 }
 
+int vmig_colo_primary(vmig_session *s, const char *uri, vmig_error *err)
+{
+    if (!s || s->role != VMIG_ROLE_SOURCE)
+        return vmig_error_set(err, VMIG_ESTATE, "vmig_colo_primary needs a source session");
+    __atomic_store_n(&s->colo, true, __ATOMIC_RELEASE);
+    int rc = vmig_migrate(s, uri, err);
+    __atomic_store_n(&s->colo, false, __ATOMIC_RELEASE);
+    /* vmig_migrate returns 0 only after a switchover, which this mode never does. */
+    if (rc == 0)
+        rc = vmig_error_set(err, VMIG_EIO, "continuous checkpoints ended without a reason");
+    else if (rc != VMIG_ECANCELED && err) {
+        vmig_error why = *err;
+        vmig_error_set(err, rc, "the secondary is lost, the VM runs on here unprotected: %s",
+                       why.msg);
+    }
+    return rc;
+}
+
+int vmig_colo_checkpoint_request(vmig_session *s)
+{
+    if (!s || s->role != VMIG_ROLE_SOURCE ||
+        __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VMIG_STATE_CHECKPOINTING)
+        return VMIG_ESTATE;
+    __atomic_store_n(&s->colo_request, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int vmig_colo_secondary(vmig_session *s, vmig_error *err)
+{
+    if (!s || s->role != VMIG_ROLE_DEST)
+        return vmig_error_set(err, VMIG_ESTATE, "vmig_colo_secondary needs a destination session");
+    __atomic_store_n(&s->colo, true, __ATOMIC_RELEASE);
+    int rc = vmig_incoming_run(s, err);
+    __atomic_store_n(&s->colo, false, __ATOMIC_RELEASE);
+    return rc;
+}
+
 int vmig_incoming_run(vmig_session *s, vmig_error *err)
 {
     if (!s)
@@ -550,8 +602,8 @@ void vmig_rate_wait(vmig_session *s, uint64_t bytes)
 
 const char *vmig_state_name(uint32_t state)
 {
-    static const char *const names[] = {"new",       "setup",  "active",  "verifying",
-                                        "completed", "failed", "canceled"};
+    static const char *const names[] = {"new",       "setup",  "active",   "verifying",
+                                        "completed", "failed", "canceled", "checkpointing"};
     return state < VMIG_ARRAY_SIZE(names) ? names[state] : "unknown";
 }
 
@@ -620,6 +672,16 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     o->dev_save_ns = LD(s->st_dev_save_ns);
     o->dev_load_ns = LD(s->st_dev_load_ns);
     o->dev_held_max = LD(s->st_dev_held_max);
+    o->checkpoints = LD(s->st_ckpts);
+    o->ckpt_last_bytes = LD(s->st_ckpt_bytes);
+    o->ckpt_pause_ns = LD(s->st_ckpt_pause_ns);
+    o->ckpt_pause_max_ns = LD(s->st_ckpt_pause_max_ns);
+    o->ckpt_pause_total_ns = LD(s->st_ckpt_pause_total_ns);
+    o->ckpt_commit_ns = LD(s->st_ckpt_commit_ns);
+    o->ckpt_commit_max_ns = LD(s->st_ckpt_commit_max_ns);
+    o->ckpt_flush_ns = LD(s->st_ckpt_flush_ns);
+    o->flush_threads = LD(s->st_flush_threads);
+    o->ckpt_discarded = LD(s->st_ckpt_discarded);
     pthread_mutex_lock(&s->lock);
     memcpy(o->deflate_path, s->deflate_desc, sizeof(o->deflate_path));
     pthread_mutex_unlock(&s->lock);

@@ -52,6 +52,11 @@ typedef struct vmig_block {
     uint64_t zero_hash;   /* vmig_zero_page_hash(page_size) */
     uint32_t hello_index; /* destination: position in the source's HELLO */
     bool anon_private;    /* source: private anonymous memory (vma.h), for accel */
+    /* Secondary of continuous checkpoints: the RAM cache (same layout as
+     * host, populated only where checkpoints wrote) and the pages the
+     * checkpoint being received wrote into it (atomic bit operations). */
+    uint8_t *cache;
+    uint64_t *ckpt_dirty;
 } vmig_block;
 
 /* A registered device (vmig_device_register) and its state in a run. */
@@ -71,6 +76,12 @@ typedef struct vmig_dev {
     bool loader_started;
     bool got_last; /* devstate-path=control: the last chunk was loaded */
     int load_rc;
+    /* Secondary of continuous checkpoints: the chunks of the checkpoint
+     * being received, by index, loaded only at its commit (under s->lock). */
+    void **stage;
+    uint32_t *stage_len;
+    uint32_t stage_cap, stage_n; /* slots; 1 + highest index staged */
+    uint32_t stage_last;         /* index of the LAST chunk, UINT32_MAX before it */
     struct vmig_session *s;
 } vmig_dev;
 
@@ -171,6 +182,27 @@ struct vmig_session {
     pthread_cond_t barrier_cv;
     uint32_t barrier_count;
     uint64_t barrier_gen;
+    uint32_t barrier_pass; /* the last pass every channel has finished (under lock) */
+
+    /* Continuous checkpoints (colo.c). colo: this run is one (the primary
+     * or the secondary side); ctl_wlock: every control write of such a run
+     * (the heartbeat thread writes too); colo_base_pass (secondary,
+     * atomic): pages of later passes go to the RAM cache, 0 before
+     * checkpoint 0 is committed; colo_request (primary, atomic): take a
+     * checkpoint now. */
+    bool colo;
+    pthread_mutex_t ctl_wlock;
+    uint32_t colo_base_pass;
+    int colo_request;
+    struct vmig_flusher *flusher;
+    uint64_t colo_stage_bytes; /* secondary: device bytes staged (under lock) */
+    pthread_t hb_thread;
+    bool hb_started;
+    int hb_stop; /* atomic */
+    uint64_t st_ckpts, st_ckpt_bytes, st_ckpt_pause_ns, st_ckpt_pause_max_ns,
+        st_ckpt_pause_total_ns;
+    uint64_t st_ckpt_commit_ns, st_ckpt_commit_max_ns, st_ckpt_flush_ns;
+    uint32_t st_ckpt_discarded, st_flush_threads;
 
     /* Pacing (max-bandwidth): the virtual time at which the next byte may go. */
     pthread_mutex_t rate_lock;
@@ -287,6 +319,10 @@ struct vmig_digest vmig_block_digest_hashes(const vmig_block *b, bool dest);
 int vmig_ctl_write(vmig_conn *c, unsigned type, const uint8_t *payload, uint32_t len,
                    vmig_error *err);
 int vmig_ctl_read(vmig_conn *c, unsigned expect, uint8_t **payload, uint32_t *len, vmig_error *err);
+/* vmig_ctl_read() of any type in `mask` (1 << type; an ERROR frame is
+ * returned as such when ERROR is in it), no DEVCHUNK. */
+int vmig_ctl_read_mask(vmig_conn *c, uint32_t mask, unsigned expect, unsigned *type,
+                       uint8_t **payload, uint32_t *len, vmig_error *err);
 /* vmig_ctl_read() that gives up with the session's error when it aborts, and
  * with VMIG_ETIMEDOUT after `timeout_ms` (-1: no limit). */
 int vmig_ctl_read_session(vmig_session *s, unsigned expect, uint8_t **payload, uint32_t *len,
@@ -341,6 +377,42 @@ int vmig_ctl_write_devchunk(vmig_conn *c, const vmig_wire_devchunk *dc, vmig_err
  * copy: *payload holds only the chunk's data, *dc its header. */
 int vmig_ctl_read_any(vmig_session *s, uint32_t mask, unsigned expect, unsigned *type,
                       uint8_t **payload, uint32_t *len, vmig_wire_devchunk *dc, vmig_error *err);
+
+/* Continuous checkpoints (colo.c). */
+/* A control frame written under ctl_wlock. */
+int vmig_colo_ctl_write(vmig_session *s, unsigned type, const uint8_t *payload, uint32_t len,
+                        vmig_error *err);
+/* Both: start and stop the heartbeat thread (a HEARTBEAT every quarter of
+ * heartbeat-timeout). */
+int vmig_colo_hb_start(vmig_session *s, vmig_error *err);
+void vmig_colo_hb_stop(vmig_session *s);
+/* Digest of the pages set in each block's `map` from their page hashes
+ * (zeros with verify=off), into dg[nblocks]. */
+void vmig_colo_digests(vmig_session *s, bool dest, uint8_t (*dg)[16]);
+/* Secondary: the RAM caches, their bitmaps and the flusher. */
+int vmig_colo_dest_alloc(vmig_session *s, vmig_error *err);
+/* Both: free what a run of continuous checkpoints allocated. */
+void vmig_colo_end_run(vmig_session *s);
+/* Secondary, channel thread: stage a checkpoint's DEV chunk (buf owned from here). */
+int vmig_colo_stage(vmig_session *s, vmig_dev *d, uint32_t chunk, bool last, void *buf,
+                    uint32_t len, vmig_error *err);
+/* Both: the next frame of a type in `mask` other than HEARTBEAT (each
+ * frame read sets *heard). VMIG_EAGAIN once `until` (ns, 0: never) has
+ * passed; VMIG_ETIMEDOUT when heard is not NULL and nothing came for
+ * heartbeat-timeout; the session's error on abort when `on_abort`. */
+int vmig_colo_read(vmig_session *s, uint32_t mask, unsigned expect, uint64_t until, uint64_t *heard,
+                   bool on_abort, unsigned *type, uint8_t **payload, uint32_t *len,
+                   vmig_error *err);
+/* Secondary: after the data channels are up, checkpoints until the end
+ * (0: failover). Joins the channel threads. */
+int vmig_colo_dest_loop(vmig_session *s, vmig_error *err);
+/* Secondary channel thread: the memory a page of pass `pass` lands in. */
+static inline uint8_t *vmig_colo_base(vmig_session *s, vmig_block *b, uint32_t pass, bool *cached)
+{
+    uint32_t base = __atomic_load_n(&s->colo_base_pass, __ATOMIC_ACQUIRE);
+    *cached = base && pass > base;
+    return *cached ? b->cache : b->host;
+}
 
 /* Range checks of every parameter (params.c). */
 int vmig_params_check(const vmig_params *p, vmig_error *err);

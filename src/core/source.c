@@ -844,6 +844,10 @@ static int dirty_setup(vmig_session *s, vmig_error *err)
         return vmig_error_set(err, VMIG_EINVAL,
                               "dirty-track callback needs a dirty_sync hook (vmig_set_vm_ops)");
     __atomic_store_n(&s->dirty_mode, mode, __ATOMIC_RELAXED);
+    if (mode == VMIG_DIRTY_NONE && s->colo)
+        return vmig_error_set(err, VMIG_EINVAL,
+                              "continuous checkpoints need dirty tracking (dirty-track, or the "
+                              "VM's dirty_sync hook)");
     if (mode == VMIG_DIRTY_NONE)
         return 0;
     /* Without a way to stop the writers, the last pass could miss writes. */
@@ -1042,7 +1046,8 @@ static int dev_after_pass(vmig_session *s, bool final, uint32_t pass, uint64_t *
  * or stop the VM, sync once more and send the rest as the last pass. Each
  * pass ends with SYNC on every channel (the destination's barrier).
  */
-static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *err)
+static int run_passes(vmig_session *s, live *L, uint64_t *scratch, uint64_t *seq_out,
+                      uint32_t *pass_out, vmig_error *err)
 {
     uint64_t seq = 0;
     uint32_t pass = 1;
@@ -1123,7 +1128,10 @@ static int run_passes(vmig_session *s, live *L, uint64_t *scratch, vmig_error *e
             return rc;
         break;
     }
-    return push_markers(s, VMIG_JOB_FIN, pass, &seq);
+    *seq_out = seq;
+    *pass_out = pass;
+    /* Continuous checkpoints: the channels stay open for the next ones. */
+    return s->colo ? 0 : push_markers(s, VMIG_JOB_FIN, pass, &seq);
 }
 
 static int send_devstate(vmig_session *s, vmig_error *err)
@@ -1147,6 +1155,171 @@ static int send_devstate(vmig_session *s, vmig_error *err)
     return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* continuous checkpoints (primary)                                    */
+
+static void colo_emit(vmig_session *s, uint64_t id, uint32_t pass, uint64_t pause, uint64_t commit,
+                      uint64_t bytes)
+{
+    if (!s->event_cb)
+        return;
+    vmig_event ev = {.type = VMIG_EVENT_CHECKPOINT,
+                     .pass = pass,
+                     .checkpoint = id,
+                     .pause_ns = pause,
+                     .commit_ns = commit,
+                     .ckpt_bytes = bytes};
+    s->event_cb(s->event_opaque, s, &ev);
+}
+
+static void colo_stat_max(uint64_t *ctr, uint64_t v)
+{
+    if (v > __atomic_load_n(ctr, __ATOMIC_RELAXED))
+        __atomic_store_n(ctr, v, __ATOMIC_RELAXED); /* one writer: this thread */
+}
+
+/* CKPT `id` of `pass` with digests dg, then wait for its ACK. `heard`
+ * NULL: no heartbeat yet (checkpoint 0), wait at most timeout_ms. */
+static int colo_commit(vmig_session *s, uint64_t id, uint32_t pass, uint8_t (*dg)[16],
+                       uint64_t *heard, int timeout_ms, vmig_error *err)
+{
+    size_t cap = VMIG_CKPT_FIXED + 4 + 16 * (size_t)s->nblocks + 24;
+    uint8_t *buf = malloc(cap);
+    if (!buf)
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for CKPT");
+    vmig_wire_ckpt c = {.id = id,
+                        .pass = pass,
+                        .end = {.nblocks = s->nblocks,
+                                .digests = dg,
+                                .packets = __atomic_load_n(&s->st_packets, __ATOMIC_RELAXED),
+                                .normal_pages = __atomic_load_n(&s->st_normal, __ATOMIC_RELAXED),
+                                .zero_pages = __atomic_load_n(&s->st_zero, __ATOMIC_RELAXED)}};
+    int n = vmig_wire_ckpt_encode(&c, buf, cap);
+    int rc = n < 0 ? vmig_error_set(err, VMIG_EINVAL, "CKPT does not fit")
+                   : vmig_colo_ctl_write(s, VMIG_CTL_CKPT, buf, (uint32_t)n, err);
+    free(buf);
+    if (rc)
+        return rc;
+    uint64_t until = heard ? 0 : vmig_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    unsigned type;
+    uint8_t *payload;
+    uint32_t len;
+    rc = vmig_colo_read(s, 1u << VMIG_CTL_ACK, VMIG_CTL_ACK, until, heard, true, &type, &payload,
+                        &len, err);
+    if (rc == VMIG_EAGAIN)
+        return vmig_error_set(err, VMIG_ETIMEDOUT, "no ACK of checkpoint %llu within %d ms",
+                              (unsigned long long)id, timeout_ms);
+    if (rc)
+        return rc;
+    uint64_t got;
+    rc = vmig_wire_ack_decode(payload, len, &got, err);
+    free(payload);
+    if (!rc && got != id)
+        rc = vmig_error_set(err, VMIG_EPROTO, "ACK of checkpoint %llu, expected %llu",
+                            (unsigned long long)got, (unsigned long long)id);
+    return rc;
+}
+
+/* Resume the VM after a checkpoint's pause; returns the pause. */
+static uint64_t colo_resume(vmig_session *s, live *L)
+{
+    if (L->stopped && s->ops.resume)
+        s->ops.resume(s->ops_opaque);
+    L->stopped = false;
+    return vmig_now_ns() - L->t_stop;
+}
+
+/*
+ * After the initial passes (the VM stopped, its last pass and SYNC
+ * queued): checkpoint 0, then one checkpoint per period (or request)
+ * until the protection ends. Always returns an error: VMIG_ECANCELED or
+ * why the secondary is lost. The VM runs between checkpoints.
+ */
+static int colo_run(vmig_session *s, live *L, uint64_t *scratch, uint64_t seq, uint32_t pass,
+                    vmig_error *err)
+{
+    uint8_t(*dg)[16] = calloc(s->nblocks, 16);
+    if (!dg)
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for digests");
+    int rc = wait_drained(s, pass);
+    if (rc)
+        goto out;
+    /* Checkpoint 0: digests of all memory, as at the end of a migration. */
+    for (uint32_t i = 0; i < s->nblocks && s->p.verify != VMIG_VERIFY_OFF; i++) {
+        vmig_digest d = s->p.verify == VMIG_VERIFY_FULL
+                            ? vmig_block_digest_memory(&s->blocks[i], s->nch)
+                            : vmig_block_digest_hashes(&s->blocks[i], false);
+        vmig_digest_to_bytes(&d, dg[i]);
+    }
+    uint64_t pause = colo_resume(s, L);
+    __atomic_store_n(&s->st_downtime_ns, pause, __ATOMIC_RELAXED);
+    set_throttle(s, L, 0, pass);
+    int timeout = (int)VMIG_MIN((uint64_t)INT32_MAX,
+                                (uint64_t)s->p.connect_timeout_ms + 1000 * (s->total_bytes >> 30));
+    uint64_t t_ack = vmig_now_ns();
+    if ((rc = colo_commit(s, 0, pass, dg, NULL, timeout, err)) || (rc = vmig_colo_hb_start(s, err)))
+        goto out;
+    __atomic_store_n(&s->state, VMIG_STATE_CHECKPOINTING, __ATOMIC_RELEASE);
+    colo_emit(s, 0, pass, pause, vmig_now_ns() - t_ack, s->total_bytes);
+
+    uint64_t heard = vmig_now_ns(), last_start = heard;
+    uint64_t period = (uint64_t)s->p.checkpoint_period_ms * 1000000ull;
+    for (uint64_t id = 1;; id++) {
+        /* Between checkpoints: heartbeats in, until the period (start to
+         * start) is over. */
+        uint64_t due = period ? last_start + period : UINT64_MAX;
+        for (;;) {
+            if (__atomic_exchange_n(&s->colo_request, 0, __ATOMIC_ACQ_REL))
+                break;
+            uint64_t now = vmig_now_ns();
+            if (now >= due)
+                break;
+            unsigned type;
+            uint8_t *payload;
+            uint32_t len;
+            rc = vmig_colo_read(s, 0, VMIG_CTL_HEARTBEAT, VMIG_MIN(due, now + 20000000ull), &heard,
+                                true, &type, &payload, &len, err);
+            free(payload);
+            if (rc != VMIG_EAGAIN)
+                goto out; /* no frame but HEARTBEAT is expected: rc != 0 */
+        }
+        /* The checkpoint: pause, sync, send, resume. */
+        uint64_t dirty;
+        if ((rc = vm_stop(s, L, err)) || (rc = dirty_sync(s, SYNC_REPLACE, &dirty, err)))
+            goto out;
+        last_start = L->t_stop;
+        pass++;
+        packer pk = {.s = s, .pass = pass, .seq = &seq, .scratch = scratch};
+        for (uint32_t i = 0; i < s->ndevs; i++)
+            s->devs[i].next_chunk = 0;
+        if ((rc = produce_dirty(&pk)) ||
+            (s->ndevs && (rc = vmig_dev_save(s, true, pass, &seq, err))) ||
+            (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)) || (rc = wait_drained(s, pass)))
+            goto out;
+        vmig_colo_digests(s, false, dg);
+        pause = colo_resume(s, L);
+        __atomic_store_n(&s->st_ckpt_pause_ns, pause, __ATOMIC_RELAXED);
+        colo_stat_max(&s->st_ckpt_pause_max_ns, pause);
+        vmig_stat_add(&s->st_ckpt_pause_total_ns, pause);
+        __atomic_store_n(&s->st_pass, pass, __ATOMIC_RELAXED);
+        t_ack = vmig_now_ns();
+        if ((rc = colo_commit(s, id, pass, dg, &heard, 0, err)))
+            goto out;
+        uint64_t ack = vmig_now_ns() - t_ack;
+        vmig_stat_add(&s->st_ckpts, 1);
+        __atomic_store_n(&s->st_ckpt_bytes, dirty, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->st_ckpt_commit_ns, ack, __ATOMIC_RELAXED);
+        colo_stat_max(&s->st_ckpt_commit_max_ns, ack);
+        colo_emit(s, id, pass, pause, ack, dirty);
+    }
+out:
+    vmig_colo_hb_stop(s);
+    free(dg);
+    if (!rc)
+        rc = vmig_error_set(err, VMIG_EIO, "continuous checkpoints stopped");
+    return rc;
+}
+
 int vmig_source_run(vmig_session *s, const char *uri)
 {
     vmig_error e = {0};
@@ -1160,6 +1333,15 @@ int vmig_source_run(vmig_session *s, const char *uri)
             : s->p.devstate_chunk;
     pthread_getcpuclockid(pthread_self(), &s->caller_clock);
     vmig_precopy_init(&L.pc, &s->p);
+    if (s->colo && (s->ops.save_state || (s->ndevs && s->dev_path == VMIG_DEVSTATE_CONTROL))) {
+        rc = vmig_error_set(&e, VMIG_EINVAL,
+                            "continuous checkpoints send device state over the data channels: "
+                            "%s",
+                            s->ops.save_state ? "the save_state hook is not supported "
+                                                "(register a device instead)"
+                                              : "devstate-path=control is not supported");
+        goto fail;
+    }
     if (!s->ops.throttle)
         L.pc.policy = VMIG_THROTTLE_OFF; /* nothing to turn: stalls end by on-limit */
     uint64_t *scratch = malloc(sizeof(uint64_t) * s->p.packet_pages);
@@ -1186,7 +1368,9 @@ int vmig_source_run(vmig_session *s, const char *uri)
     pthread_mutex_lock(&s->lock);
     s->control = ctl;
     pthread_mutex_unlock(&s->lock);
-    if ((rc = send_hello(s, s->ops.save_state ? VMIG_HELLO_F_DEVSTATE : 0, &e)))
+    if ((rc = send_hello(
+             s, (s->ops.save_state ? VMIG_HELLO_F_DEVSTATE : 0) | (s->colo ? VMIG_HELLO_F_COLO : 0),
+             &e)))
         goto fail;
     uint8_t *payload;
     uint32_t plen;
@@ -1228,8 +1412,12 @@ int vmig_source_run(vmig_session *s, const char *uri)
         s->ch[i].thread_started = true;
     }
 
+    uint64_t seq = 0;
+    uint32_t pass = 0;
     if (!rc)
-        rc = run_passes(s, &L, scratch, &e);
+        rc = run_passes(s, &L, scratch, &seq, &pass, &e);
+    if (!rc && s->colo)
+        rc = colo_run(s, &L, scratch, seq, pass, &e); /* returns when the protection ends */
     if (rc && e.code)
         vmig_session_fail(s, &e); /* wakes the channel threads */
     for (uint32_t i = 0; i < s->nch; i++)

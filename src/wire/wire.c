@@ -126,10 +126,17 @@ int vmig_wire_hs_decode(const uint8_t in[VMIG_HS_LEN], vmig_wire_hs *h, vmig_err
 const char *vmig_wire_ctl_name(unsigned type)
 {
     static const char *const names[] = {
-        [VMIG_CTL_HELLO] = "HELLO",   [VMIG_CTL_READY] = "READY",
-        [VMIG_CTL_END] = "END",       [VMIG_CTL_RESULT] = "RESULT",
-        [VMIG_CTL_ERROR] = "ERROR",   [VMIG_CTL_DEVSTATE] = "DEVSTATE",
-        [VMIG_CTL_COMMIT] = "COMMIT", [VMIG_CTL_DEVCHUNK] = "DEVCHUNK",
+        [VMIG_CTL_HELLO] = "HELLO",
+        [VMIG_CTL_READY] = "READY",
+        [VMIG_CTL_END] = "END",
+        [VMIG_CTL_RESULT] = "RESULT",
+        [VMIG_CTL_ERROR] = "ERROR",
+        [VMIG_CTL_DEVSTATE] = "DEVSTATE",
+        [VMIG_CTL_COMMIT] = "COMMIT",
+        [VMIG_CTL_DEVCHUNK] = "DEVCHUNK",
+        [VMIG_CTL_CKPT] = "CKPT",
+        [VMIG_CTL_ACK] = "ACK",
+        [VMIG_CTL_HEARTBEAT] = "HEARTBEAT",
     };
     if (type < VMIG_ARRAY_SIZE(names) && names[type])
         return names[type];
@@ -152,7 +159,8 @@ int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
     unsigned t = vmig_get_be16(in);
     if (t < VMIG_CTL_HELLO || t > VMIG_CTL_TYPE_MAX)
         return vmig_error_set(err, VMIG_EPROTO,
-                              "control frame: type %u is not one of 1 (HELLO) .. 8 (DEVCHUNK)", t);
+                              "control frame: type %u is not one of 1 (HELLO) .. 11 (HEARTBEAT)",
+                              t);
     uint16_t flags = vmig_get_be16(in + 2);
     if (flags)
         return vmig_error_set(err, VMIG_EPROTO, "control frame %s: flags 0x%04x must be 0",
@@ -162,11 +170,15 @@ int vmig_wire_ctl_decode_hdr(const uint8_t in[VMIG_CTL_HDR_LEN], unsigned *type,
         return vmig_error_set(err, VMIG_EPROTO,
                               "control frame %s: payload length %" PRIu32 " exceeds the limit %u",
                               vmig_wire_ctl_name(t), len, VMIG_WIRE_MAX_CTL_PAYLOAD);
-    /* COMMIT has no payload decoder: its one rule is checked here. */
-    if (t == VMIG_CTL_COMMIT && len != 0)
+    /* COMMIT and HEARTBEAT have no payload decoder: their one rule is checked here. */
+    if ((t == VMIG_CTL_COMMIT || t == VMIG_CTL_HEARTBEAT) && len != 0)
         return vmig_error_set(err, VMIG_EPROTO,
                               "control frame %s: payload length %" PRIu32 " must be 0",
                               vmig_wire_ctl_name(t), len);
+    if (t == VMIG_CTL_ACK && len != VMIG_ACK_LEN)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "control frame ACK: payload length %" PRIu32 " must be %d", len,
+                              VMIG_ACK_LEN);
     if (t == VMIG_CTL_READY && len != VMIG_READY_LEN)
         return vmig_error_set(err, VMIG_EPROTO,
                               "control frame READY: payload length %" PRIu32 " must be %d", len,
@@ -631,6 +643,56 @@ int vmig_wire_end_decode(const uint8_t *in, size_t len, vmig_wire_end *e, uint32
     e->packets = vmig_get_be64(p);
     e->normal_pages = vmig_get_be64(p + 8);
     e->zero_pages = vmig_get_be64(p + 16);
+    return 0;
+}
+
+/* ---- CKPT and ACK ---- */
+/*  id(8) pass(4), then END's payload */
+
+int vmig_wire_ckpt_encode(const vmig_wire_ckpt *c, uint8_t *out, size_t cap)
+{
+    if (cap < VMIG_CKPT_FIXED)
+        return VMIG_EINVAL;
+    int n = vmig_wire_end_encode(&c->end, out + VMIG_CKPT_FIXED, cap - VMIG_CKPT_FIXED);
+    if (n < 0)
+        return n;
+    vmig_put_be64(out, c->id);
+    vmig_put_be32(out + 8, c->pass);
+    return n + VMIG_CKPT_FIXED;
+}
+
+int vmig_wire_ckpt_decode(const uint8_t *in, size_t len, vmig_wire_ckpt *c, uint32_t expect_blocks,
+                          vmig_error *err)
+{
+    if (len < VMIG_CKPT_FIXED)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "CKPT: payload of %zu bytes is shorter than its %d fixed bytes", len,
+                              VMIG_CKPT_FIXED);
+    uint64_t id = vmig_get_be64(in);
+    uint32_t pass = vmig_get_be32(in + 8);
+    if (pass == 0)
+        return vmig_error_set(err, VMIG_EPROTO, "CKPT %" PRIu64 ": pass 0 (passes start at 1)", id);
+    vmig_error e = {0};
+    int rc = vmig_wire_end_decode(in + VMIG_CKPT_FIXED, len - VMIG_CKPT_FIXED, &c->end,
+                                  expect_blocks, &e);
+    if (rc)
+        return vmig_error_set(err, rc, "CKPT %" PRIu64 ": %s", id, e.msg);
+    c->id = id;
+    c->pass = pass;
+    return 0;
+}
+
+void vmig_wire_ack_encode(uint64_t id, uint8_t out[VMIG_ACK_LEN])
+{
+    vmig_put_be64(out, id);
+}
+
+int vmig_wire_ack_decode(const uint8_t *in, size_t len, uint64_t *id, vmig_error *err)
+{
+    if (len != VMIG_ACK_LEN)
+        return vmig_error_set(err, VMIG_EPROTO, "ACK: payload of %zu bytes, expected %d", len,
+                              VMIG_ACK_LEN);
+    *id = vmig_get_be64(in);
     return 0;
 }
 

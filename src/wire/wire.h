@@ -63,16 +63,20 @@ enum vmig_ctl_type {
     VMIG_CTL_END = 3,
     VMIG_CTL_RESULT = 4,
     VMIG_CTL_ERROR = 5,
-    VMIG_CTL_DEVSTATE = 6, /* source: the device state blob, after FIN, before END */
-    VMIG_CTL_COMMIT = 7,   /* source: RESULT ok was received; the destination may run */
-    VMIG_CTL_DEVCHUNK = 8, /* source: one chunk of a device's state (devstate-path=control) */
+    VMIG_CTL_DEVSTATE = 6,   /* source: the device state blob, after FIN, before END */
+    VMIG_CTL_COMMIT = 7,     /* source: RESULT ok was received; the destination may run */
+    VMIG_CTL_DEVCHUNK = 8,   /* source: one chunk of a device's state (devstate-path=control) */
+    VMIG_CTL_CKPT = 9,       /* primary: checkpoint N is all sent (its pass, digests, counts) */
+    VMIG_CTL_ACK = 10,       /* secondary: checkpoint N is committed */
+    VMIG_CTL_HEARTBEAT = 11, /* either side of continuous checkpoints: still here */
 };
-#define VMIG_CTL_TYPE_MAX VMIG_CTL_DEVCHUNK
+#define VMIG_CTL_TYPE_MAX VMIG_CTL_HEARTBEAT
 
 /* HELLO feature bits. */
 #define VMIG_HELLO_F_DEVSTATE 0x1u /* a DEVSTATE frame comes before END */
 #define VMIG_HELLO_F_DEVICES  0x2u /* a device list follows the blocks */
-#define VMIG_HELLO_F_KNOWN    (VMIG_HELLO_F_DEVSTATE | VMIG_HELLO_F_DEVICES)
+#define VMIG_HELLO_F_COLO     0x4u /* continuous checkpoints: no FIN, CKPT frames follow */
+#define VMIG_HELLO_F_KNOWN    (VMIG_HELLO_F_DEVSTATE | VMIG_HELLO_F_DEVICES | VMIG_HELLO_F_COLO)
 
 /* Devices (HELLO_F_DEVICES): how many, and the chunk size limits. */
 #define VMIG_WIRE_MAX_DEVICES   256
@@ -173,6 +177,24 @@ int vmig_wire_end_encode(const vmig_wire_end *e, uint8_t *out, size_t cap);
 /* `e->digests` must have room for `expect_blocks` entries; nblocks must equal it. */
 int vmig_wire_end_decode(const uint8_t *in, size_t len, vmig_wire_end *e, uint32_t expect_blocks,
                          vmig_error *err);
+
+/* CKPT: the checkpoint's number and the pass that carried its pages, then
+ * END's fields: digests of the checkpoint's pages (checkpoint 0: of all
+ * memory) and the run's packet and page counts so far. */
+#define VMIG_CKPT_FIXED 12
+typedef struct vmig_wire_ckpt {
+    uint64_t id;
+    uint32_t pass;
+    vmig_wire_end end;
+} vmig_wire_ckpt;
+int vmig_wire_ckpt_encode(const vmig_wire_ckpt *c, uint8_t *out, size_t cap);
+int vmig_wire_ckpt_decode(const uint8_t *in, size_t len, vmig_wire_ckpt *c, uint32_t expect_blocks,
+                          vmig_error *err);
+
+/* ACK: the committed checkpoint's number. */
+#define VMIG_ACK_LEN 8
+void vmig_wire_ack_encode(uint64_t id, uint8_t out[VMIG_ACK_LEN]);
+int vmig_wire_ack_decode(const uint8_t *in, size_t len, uint64_t *id, vmig_error *err);
 
 /* RESULT and ERROR share one payload layout. */
 typedef struct vmig_wire_status {

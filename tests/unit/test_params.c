@@ -102,7 +102,33 @@ int main(void)
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 26, "table has %d entries", n);
+    CHECK(n == 29, "table has %d entries", n);
+
+    /* Continuous checkpoints: the period (0 = on request only), heartbeat, flush threads. */
+    vmig_params_init(&p);
+    CHECK(p.checkpoint_period_ms == 1000 && p.heartbeat_timeout_ms == 2000 && p.flush_threads == 0,
+          "checkpoint defaults");
+    CHECK(set(&p, "checkpoint-period", "0") == 0 && p.checkpoint_period_ms == 0, "period 0");
+    CHECK(set(&p, "checkpoint-period", "100") == 0 && p.checkpoint_period_ms == 100, "period 100");
+    CHECK(set(&p, "checkpoint-period", "99") == VMIG_EINVAL && p.checkpoint_period_ms == 100,
+          "period 99");
+    CHECK(set(&p, "checkpoint-period", "1") == VMIG_EINVAL, "period 1");
+    CHECK(set(&p, "checkpoint-period", "3600000") == 0, "period 1 h");
+    CHECK(set(&p, "checkpoint-period", "3600001") == VMIG_EINVAL, "period above 1 h");
+    CHECK(set(&p, "heartbeat-timeout", "100") == 0 && p.heartbeat_timeout_ms == 100, "hb 100");
+    CHECK(set(&p, "heartbeat-timeout", "99") == VMIG_EINVAL, "hb 99");
+    CHECK(set(&p, "heartbeat-timeout", "600001") == VMIG_EINVAL, "hb above 10 min");
+    CHECK(set(&p, "flush-threads", "64") == 0 && p.flush_threads == 64, "flush 64");
+    CHECK(set(&p, "flush-threads", "65") == VMIG_EINVAL, "flush 65");
+    {
+        vmig_session *cs = NULL;
+        vmig_error ce = {0};
+        vmig_params_init(&p);
+        p.checkpoint_period_ms = 50;
+        CHECK(vmig_session_create(&cs, VMIG_ROLE_SOURCE, &p, &ce) == VMIG_EINVAL && !cs,
+              "period 50 in a struct");
+        CHECK(strstr(ce.msg, "checkpoint-period"), "message: %s", ce.msg);
+    }
 
     /* Device state: path, chunk size and the destination's buffer. */
     vmig_params_init(&p);

@@ -225,9 +225,10 @@ static void test_handshake(void)
 
 static void test_ctl_frame(void)
 {
-    static const char *names[] = {"unknown", "HELLO",    "READY",  "END",      "RESULT",
-                                  "ERROR",   "DEVSTATE", "COMMIT", "DEVCHUNK", "unknown"};
-    for (unsigned t = 0; t < 10; t++)
+    static const char *names[] = {"unknown", "HELLO",     "READY",  "END",      "RESULT",
+                                  "ERROR",   "DEVSTATE",  "COMMIT", "DEVCHUNK", "CKPT",
+                                  "ACK",     "HEARTBEAT", "unknown"};
+    for (unsigned t = 0; t < 13; t++)
         CHECK(!strcmp(vmig_wire_ctl_name(t), names[t]), "ctl_name(%u)", t);
     CHECK(!strcmp(vmig_wire_ctl_name(0x10001), "unknown"), "ctl_name(large)");
 
@@ -280,12 +281,14 @@ static void test_ctl_frame(void)
     /* the caller's length must be the header's */
     FAILS(vmig_wire_ctl_check_crc(f, 7, ERR), VMIG_EINVAL, "payload_len");
 
-    /* type: 0 and 8 and 0xFFFF rejected, 1..7 accepted */
+    /* type: 0, 12 and 0xFFFF rejected, 1..11 accepted */
     uint8_t h[8] = {0};
-    for (unsigned t = 0; t <= 9; t++) {
+    for (unsigned t = 0; t <= 12; t++) {
         vmig_put_be16(h, (uint16_t)t);
-        vmig_put_be32(h + 4, t == VMIG_CTL_READY ? VMIG_READY_LEN : 0);
-        if (t >= 1 && t <= 8)
+        vmig_put_be32(h + 4, t == VMIG_CTL_READY ? VMIG_READY_LEN
+                             : t == VMIG_CTL_ACK ? VMIG_ACK_LEN
+                                                 : 0);
+        if (t >= 1 && t <= 11)
             OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
         else
             EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "type");
@@ -489,7 +492,7 @@ static void test_hello(void)
     EPROTO_(hello1(r, 1, 1, 3, 0, 0, 4096, 4096), "zero_detect");
     EPROTO_(hello1(r, 1, 1, 255, 0, 0, 4096, 4096), "zero_detect");
     EPROTO_(hello1(r, 1, 1, 0, 3, 0, 4096, 4096), "verify");
-    /* features: bit 0 (DEVSTATE) known, every other bit refused */
+    /* features: bits 0..2 (DEVSTATE, DEVICES, COLO) known, every other bit refused */
     OK(hello1(r, 1, 1, 0, 0, VMIG_HELLO_F_DEVSTATE, 4096, 4096));
     {
         vmig_wire_hello hf;
@@ -498,8 +501,9 @@ static void test_hello(void)
         OK(hello_dec(r, &hf, VMIG_WIRE_MAX_BLOCKS));
         CHECK(hf.features == VMIG_HELLO_F_DEVSTATE, "features decoded: 0x%x", hf.features);
     }
-    EPROTO_(hello1(r, 1, 1, 0, 0, 4, 4096, 4096), "features");
-    EPROTO_(hello1(r, 1, 1, 0, 0, 5, 4096, 4096), "features");
+    OK(hello1(r, 1, 1, 0, 0, VMIG_HELLO_F_COLO, 4096, 4096));
+    EPROTO_(hello1(r, 1, 1, 0, 0, 8, 4096, 4096), "features");
+    EPROTO_(hello1(r, 1, 1, 0, 0, 9, 4096, 4096), "features");
     EPROTO_(hello1(r, 1, 1, 0, 0, 0x80000000u, 4096, 4096), "features");
     /* page_size: power of two in 4096..2 MiB */
     EPROTO_(hello1(r, 1, 1, 0, 0, 0, 4096, 0), "page_size");
@@ -787,6 +791,74 @@ static void test_end(void)
     e.nblocks = 1;
     e.digests = NULL;
     CHECK(vmig_wire_end_encode(&e, buf, sizeof(buf)) == VMIG_EINVAL, "END no digests");
+}
+
+/* ---- CKPT, ACK, HEARTBEAT ---- */
+
+static int ckpt_dec(const uint8_t *p, size_t n, vmig_wire_ckpt *c, uint32_t expect)
+{
+    uint8_t *q = exact(p, n);
+    int rc = vmig_wire_ckpt_decode(q, n, c, expect, ERR);
+    free(q);
+    return rc;
+}
+
+static void test_ckpt(void)
+{
+    uint8_t dg[2][16], out[2][16], buf[128];
+    for (int i = 0; i < 32; i++)
+        dg[i / 16][i % 16] = (uint8_t)(0xA0 + i);
+    vmig_wire_ckpt c = {
+        .id = 0x1122334455667788ull,
+        .pass = 7,
+        .end = {.nblocks = 2, .digests = dg, .packets = 5, .normal_pages = 9, .zero_pages = 3}};
+    int n = vmig_wire_ckpt_encode(&c, buf, sizeof(buf));
+    CHECK(n == 12 + 4 + 32 + 24, "CKPT length %d", n);
+    CHECK(vmig_get_be64(buf) == c.id && vmig_get_be32(buf + 8) == 7 &&
+              vmig_get_be32(buf + 12) == 2 && !memcmp(buf + 16, dg, 32) &&
+              vmig_get_be64(buf + 48) == 5,
+          "CKPT layout");
+    vmig_wire_ckpt d = {.end = {.digests = out}};
+    OK(ckpt_dec(buf, (size_t)n, &d, 2));
+    CHECK(d.id == c.id && d.pass == 7 && d.end.nblocks == 2 && !memcmp(out, dg, 32) &&
+              d.end.packets == 5 && d.end.normal_pages == 9 && d.end.zero_pages == 3,
+          "CKPT round trip");
+    /* every truncation, one byte more, another block count */
+    for (int cut = 0; cut < n; cut++)
+        EPROTO_(ckpt_dec(buf, (size_t)cut, &d, 2), "CKPT");
+    buf[n] = 0;
+    EPROTO_(ckpt_dec(buf, (size_t)n + 1, &d, 2), "overlong");
+    EPROTO_(ckpt_dec(buf, (size_t)n, &d, 1), "nblocks");
+    CHECK(strstr(E.msg, "CKPT 1234605616436508552"), "the checkpoint named: %s", E.msg);
+    /* pass 0 is refused */
+    vmig_put_be32(buf + 8, 0);
+    EPROTO_(ckpt_dec(buf, (size_t)n, &d, 2), "pass 0");
+    CHECK(vmig_wire_ckpt_encode(&c, buf, 11) == VMIG_EINVAL, "CKPT cap short");
+    CHECK(vmig_wire_ckpt_encode(&c, buf, (size_t)n - 1) == VMIG_EINVAL, "CKPT cap short by one");
+
+    /* ACK: exactly 8 bytes */
+    uint8_t a[VMIG_ACK_LEN + 1];
+    uint64_t id = 0;
+    vmig_wire_ack_encode(0xFEDCBA9876543210ull, a);
+    CHECK(vmig_get_be64(a) == 0xFEDCBA9876543210ull, "ACK layout");
+    OK(vmig_wire_ack_decode(a, VMIG_ACK_LEN, &id, ERR));
+    CHECK(id == 0xFEDCBA9876543210ull, "ACK round trip");
+    EPROTO_(vmig_wire_ack_decode(a, 7, &id, ERR), "ACK");
+    EPROTO_(vmig_wire_ack_decode(a, 9, &id, ERR), "ACK");
+
+    /* the header rules of ACK and HEARTBEAT */
+    uint8_t h[8] = {0};
+    unsigned type;
+    uint32_t len;
+    vmig_put_be16(h, VMIG_CTL_ACK);
+    vmig_put_be32(h + 4, 7);
+    EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "must be 8");
+    vmig_put_be16(h, VMIG_CTL_HEARTBEAT);
+    vmig_put_be32(h + 4, 1);
+    EPROTO_(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR), "must be 0");
+    vmig_put_be32(h + 4, 0);
+    OK(vmig_wire_ctl_decode_hdr(h, &type, &len, ERR));
+    CHECK(type == VMIG_CTL_HEARTBEAT && len == 0, "HEARTBEAT header");
 }
 
 /* ---- RESULT / ERROR ---- */
@@ -1371,6 +1443,7 @@ int main(void)
     test_hello();
     test_hello_devices();
     test_end();
+    test_ckpt();
     test_status();
     test_packet_roundtrip();
     test_packet_hdr();
