@@ -58,13 +58,50 @@ static void sleep_ns(uint64_t ns)
 /* ------------------------------------------------------------------ */
 /* heartbeat                                                           */
 
+/* Bytes the channels have written so far. */
+static uint64_t channel_bytes(vmig_session *s)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < s->nch; i++)
+        n += __atomic_load_n(&s->ch[i].st_bytes, __ATOMIC_RELAXED);
+    return n;
+}
+
+/*
+ * The primary's watchdog: while a checkpoint is sent the VM is paused and
+ * nobody reads the control channel, so a secondary that stopped reading
+ * (stopped, its host hung) would hold the VM until a write times out. A
+ * checkpoint whose channels move no byte for heartbeat-timeout ends the
+ * protection instead; the VM resumes.
+ */
+static void watch_sending(vmig_session *s, uint64_t now, uint64_t *last_bytes, uint64_t *since)
+{
+    uint64_t sending = __atomic_load_n(&s->colo_sending, __ATOMIC_ACQUIRE);
+    uint64_t bytes = channel_bytes(s);
+    if (!sending || bytes != *last_bytes) {
+        *last_bytes = bytes;
+        *since = now;
+        return;
+    }
+    if (now - *since < (uint64_t)s->p.heartbeat_timeout_ms * 1000000ull || vmig_session_aborted(s))
+        return;
+    vmig_session_failf(s, VMIG_ETIMEDOUT,
+                       "%s: the channels moved no byte of checkpoint %llu for %u ms "
+                       "(heartbeat-timeout)",
+                       s->control->peer, (unsigned long long)(sending - 1),
+                       s->p.heartbeat_timeout_ms);
+    vmig_session_shutdown_conns(s, false);
+}
+
 static void *hb_main(void *arg)
 {
     vmig_session *s = arg;
     uint64_t interval = (uint64_t)s->p.heartbeat_timeout_ms * 1000000ull / 4;
-    uint64_t next = vmig_now_ns() + interval;
+    uint64_t next = vmig_now_ns() + interval, last_bytes = 0, since = vmig_now_ns();
     while (!__atomic_load_n(&s->hb_stop, __ATOMIC_ACQUIRE)) {
         uint64_t now = vmig_now_ns();
+        if (s->role == VMIG_ROLE_SOURCE)
+            watch_sending(s, now, &last_bytes, &since);
         if (now >= next) {
             /* A failed write is the main thread's to find (its reads fail too). */
             if (vmig_colo_ctl_write(s, VMIG_CTL_HEARTBEAT, NULL, 0, NULL))
@@ -586,6 +623,7 @@ int vmig_colo_dest_loop(vmig_session *s, vmig_error *err)
         goto out;
     if (!committed) {
         vmig_error why = e;
+        e = (vmig_error){0};
         rc =
             vmig_error_set(&e, rc,
                            "the primary was lost before checkpoint 0 was complete: nothing to take "
@@ -598,7 +636,8 @@ int vmig_colo_dest_loop(vmig_session *s, vmig_error *err)
         vmig_error pe = {0};
         int prc = confirm_gone(s, &pe);
         if (prc) {
-            rc = vmig_error_copy(&e, &pe);
+            e = pe;
+            rc = prc;
             goto out;
         }
     }

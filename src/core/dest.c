@@ -660,10 +660,19 @@ fail:
     free(payload);
     free(hello.blocks);
     free(hello.devices);
-    if (e.code)
+    if (s->colo && e.code) {
+        /* The checkpoint loop has classified the failure (a channel's
+         * break may be the primary ending the protection): its verdict
+         * is the session's. */
+        pthread_mutex_lock(&s->lock);
+        s->err = e;
+        pthread_mutex_unlock(&s->lock);
+        __atomic_store_n(&s->abort, 1, __ATOMIC_RELEASE);
+    } else if (e.code) {
         vmig_session_fail(s, &e);
-    else
+    } else {
         vmig_session_failf(s, rc ? rc : VMIG_EIO, "incoming migration failed");
+    }
     vmig_session_shutdown_conns(s, false);
     for (uint32_t i = 0; i < s->nch; i++)
         if (s->ch[i].thread_started) {
@@ -672,11 +681,12 @@ fail:
         }
     /* Closed data channels may mean the source gave up: it says why on the
      * control channel. Otherwise tell the source why we refuse. */
-    vmig_session_take_peer_error(s, 1000);
+    if (!s->colo) /* the checkpoint loop has heard the primary out already */
+        vmig_session_take_peer_error(s, 1000);
     pthread_mutex_lock(&s->lock);
     vmig_error why = s->err;
     pthread_mutex_unlock(&s->lock);
-    if (why.code != VMIG_EPEER)
+    if (why.code != VMIG_EPEER && why.code != VMIG_ECANCELED)
         vmig_control_send_error(s, why.code, why.msg);
     return why.code;
 }

@@ -520,6 +520,7 @@ int vmig_colo_primary(vmig_session *s, const char *uri, vmig_error *err)
 {
     if (!s || s->role != VMIG_ROLE_SOURCE)
         return vmig_error_set(err, VMIG_ESTATE, "vmig_colo_primary needs a source session");
+    s->colo_protected = false;
     __atomic_store_n(&s->colo, true, __ATOMIC_RELEASE);
     int rc = vmig_migrate(s, uri, err);
     __atomic_store_n(&s->colo, false, __ATOMIC_RELEASE);
@@ -528,8 +529,15 @@ int vmig_colo_primary(vmig_session *s, const char *uri, vmig_error *err)
         rc = vmig_error_set(err, VMIG_EIO, "continuous checkpoints ended without a reason");
     else if (rc != VMIG_ECANCELED && err) {
         vmig_error why = *err;
-        vmig_error_set(err, rc, "the secondary is lost, the VM runs on here unprotected: %s",
-                       why.msg);
+        *err = (vmig_error){0};
+        if (s->colo_protected)
+            vmig_error_set(err, rc, "the secondary is lost, the VM runs on here unprotected: %s",
+                           why.msg);
+        else
+            vmig_error_set(err, rc,
+                           "no protection: the secondary did not take checkpoint 0; the VM runs "
+                           "on here: %s",
+                           why.msg);
     }
     return rc;
 }

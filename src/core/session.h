@@ -199,6 +199,10 @@ struct vmig_session {
     pthread_t hb_thread;
     bool hb_started;
     int hb_stop; /* atomic */
+    /* primary, atomic: 1 + the checkpoint whose pages are being sent (the
+     * VM paused), 0 between checkpoints; the heartbeat thread watches it */
+    uint64_t colo_sending;
+    bool colo_protected; /* primary: checkpoint 0 was acknowledged */
     uint64_t st_ckpts, st_ckpt_bytes, st_ckpt_pause_ns, st_ckpt_pause_max_ns,
         st_ckpt_pause_total_ns;
     uint64_t st_ckpt_commit_ns, st_ckpt_commit_max_ns, st_ckpt_flush_ns;

@@ -1259,6 +1259,7 @@ static int colo_run(vmig_session *s, live *L, uint64_t *scratch, uint64_t seq, u
     uint64_t t_ack = vmig_now_ns();
     if ((rc = colo_commit(s, 0, pass, dg, NULL, timeout, err)) || (rc = vmig_colo_hb_start(s, err)))
         goto out;
+    s->colo_protected = true;
     __atomic_store_n(&s->state, VMIG_STATE_CHECKPOINTING, __ATOMIC_RELEASE);
     colo_emit(s, 0, pass, pause, vmig_now_ns() - t_ack, s->total_bytes);
 
@@ -1288,6 +1289,7 @@ static int colo_run(vmig_session *s, live *L, uint64_t *scratch, uint64_t seq, u
         if ((rc = vm_stop(s, L, err)) || (rc = dirty_sync(s, SYNC_REPLACE, &dirty, err)))
             goto out;
         last_start = L->t_stop;
+        __atomic_store_n(&s->colo_sending, id + 1, __ATOMIC_RELEASE);
         pass++;
         packer pk = {.s = s, .pass = pass, .seq = &seq, .scratch = scratch};
         for (uint32_t i = 0; i < s->ndevs; i++)
@@ -1296,6 +1298,7 @@ static int colo_run(vmig_session *s, live *L, uint64_t *scratch, uint64_t seq, u
             (s->ndevs && (rc = vmig_dev_save(s, true, pass, &seq, err))) ||
             (rc = push_markers(s, VMIG_JOB_SYNC, pass, &seq)) || (rc = wait_drained(s, pass)))
             goto out;
+        __atomic_store_n(&s->colo_sending, 0, __ATOMIC_RELEASE);
         vmig_colo_digests(s, false, dg);
         pause = colo_resume(s, L);
         __atomic_store_n(&s->st_ckpt_pause_ns, pause, __ATOMIC_RELAXED);
@@ -1314,6 +1317,7 @@ static int colo_run(vmig_session *s, live *L, uint64_t *scratch, uint64_t seq, u
     }
 out:
     vmig_colo_hb_stop(s);
+    __atomic_store_n(&s->colo_sending, 0, __ATOMIC_RELEASE);
     free(dg);
     if (!rc)
         rc = vmig_error_set(err, VMIG_EIO, "continuous checkpoints stopped");
@@ -1324,6 +1328,7 @@ int vmig_source_run(vmig_session *s, const char *uri)
 {
     vmig_error e = {0};
     live L = {0};
+    uint64_t *scratch = NULL;
     int rc;
     s->nch = s->p.channels;
     __atomic_store_n(&s->dev_path, s->p.devstate_path, __ATOMIC_RELAXED); /* stats read it */
@@ -1344,7 +1349,7 @@ int vmig_source_run(vmig_session *s, const char *uri)
     }
     if (!s->ops.throttle)
         L.pc.policy = VMIG_THROTTLE_OFF; /* nothing to turn: stalls end by on-limit */
-    uint64_t *scratch = malloc(sizeof(uint64_t) * s->p.packet_pages);
+    scratch = malloc(sizeof(uint64_t) * s->p.packet_pages);
     if (!scratch) {
         rc = vmig_error_set(&e, VMIG_ENOMEM, "out of memory");
         goto fail;

@@ -651,7 +651,7 @@ int vmig_wire_end_decode(const uint8_t *in, size_t len, vmig_wire_end *e, uint32
 
 int vmig_wire_ckpt_encode(const vmig_wire_ckpt *c, uint8_t *out, size_t cap)
 {
-    if (cap < VMIG_CKPT_FIXED)
+    if (cap < VMIG_CKPT_FIXED || c->pass == 0)
         return VMIG_EINVAL;
     int n = vmig_wire_end_encode(&c->end, out + VMIG_CKPT_FIXED, cap - VMIG_CKPT_FIXED);
     if (n < 0)

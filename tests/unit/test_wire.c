@@ -835,6 +835,8 @@ static void test_ckpt(void)
     EPROTO_(ckpt_dec(buf, (size_t)n, &d, 2), "pass 0");
     CHECK(vmig_wire_ckpt_encode(&c, buf, 11) == VMIG_EINVAL, "CKPT cap short");
     CHECK(vmig_wire_ckpt_encode(&c, buf, (size_t)n - 1) == VMIG_EINVAL, "CKPT cap short by one");
+    c.pass = 0;
+    CHECK(vmig_wire_ckpt_encode(&c, buf, sizeof(buf)) == VMIG_EINVAL, "CKPT of pass 0 encoded");
 
     /* ACK: exactly 8 bytes */
     uint8_t a[VMIG_ACK_LEN + 1];
