@@ -5,7 +5,10 @@
  * Input: one frame, header + payload + crc. The payload decoder runs whether
  * or not the crc matches, so that mutations reach it. Payloads that decode
  * must re-encode to the same bytes, and a frame whose crc matched must
- * re-frame to the same bytes (the control format is canonical).
+ * re-frame to the same bytes (the control format is canonical). CKPT is
+ * decoded as a secondary whose HELLO had the block count the payload claims
+ * (so that the rest is reached), then with one block more and one less,
+ * which must be refused.
  */
 #include <stdlib.h>
 
@@ -16,6 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static vmig_wire_block blocks[VMIG_WIRE_MAX_BLOCKS];
 static vmig_wire_device devices[VMIG_WIRE_MAX_DEVICES];
 static uint8_t digests[VMIG_WIRE_MAX_BLOCKS][16];
+static uint8_t digests2[VMIG_WIRE_MAX_BLOCKS][16];
 static uint8_t re[VMIG_CTL_HDR_LEN + VMIG_WIRE_MAX_CTL_PAYLOAD + VMIG_CTL_TRAILER_LEN];
 
 static void check_err(int rc, const vmig_error *err)
@@ -79,7 +83,8 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
         }
         return rc;
     }
-    case VMIG_CTL_COMMIT: /* empty: vmig_wire_ctl_decode_hdr() checked it */
+    case VMIG_CTL_COMMIT:    /* empty: vmig_wire_ctl_decode_hdr() checked it */
+    case VMIG_CTL_HEARTBEAT: /* the same */
         if (len != 0)
             __builtin_trap();
         return 0;
@@ -96,7 +101,54 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
             same(vmig_wire_end_encode(&e, out, cap), p, len);
         return rc;
     }
-    default: { /* RESULT, ERROR */
+    case VMIG_CTL_CKPT: {
+        uint32_t claim = len >= VMIG_CKPT_FIXED + 4 ? vmig_get_be32(p + VMIG_CKPT_FIXED) : 1;
+        uint32_t expect = claim >= 1 && claim <= VMIG_WIRE_MAX_BLOCKS ? claim : 1;
+        vmig_wire_ckpt c = {.end = {.digests = digests}};
+        rc = vmig_wire_ckpt_decode(p, len, &c, expect, &err);
+        check_err(rc, &err);
+        if (!rc) {
+            if (c.pass == 0 || c.end.nblocks != expect)
+                __builtin_trap();
+            same(vmig_wire_ckpt_encode(&c, out, cap), p, len);
+        }
+        /* Any other block count is refused, valid payload or not; a count
+         * outside 1..MAX_BLOCKS is the caller's error (VMIG_EINVAL) unless
+         * the payload is refused first. */
+        const uint32_t others[] = {expect - 1, expect + 1, 0, VMIG_WIRE_MAX_BLOCKS + 1};
+        for (size_t k = 0; k < sizeof(others) / sizeof(others[0]); k++) {
+            vmig_error e2 = {0};
+            vmig_wire_ckpt c2 = {.end = {.digests = digests2}};
+            int rc2 = vmig_wire_ckpt_decode(p, len, &c2, others[k], &e2);
+            bool caller = others[k] < 1 || others[k] > VMIG_WIRE_MAX_BLOCKS;
+            if (rc2 == 0 || (caller && rc2 == VMIG_EINVAL && !e2.msg[0]))
+                __builtin_trap();
+            if (!(caller && rc2 == VMIG_EINVAL))
+                check_err(rc2, &e2);
+        }
+        return rc;
+    }
+    case VMIG_CTL_ACK: { /* 8 bytes (the header said so), any id */
+        uint64_t id;
+        rc = vmig_wire_ack_decode(p, len, &id, &err);
+        check_err(rc, &err);
+        if (rc || len != VMIG_ACK_LEN)
+            __builtin_trap();
+        vmig_wire_ack_encode(id, out);
+        same(VMIG_ACK_LEN, p, len);
+        /* The decoder's own length check, for a caller that skipped the
+         * header's: it refuses before reading. */
+        for (size_t l = VMIG_ACK_LEN - 1; l <= VMIG_ACK_LEN + 1; l += 2) {
+            vmig_error e2 = {0};
+            int rc2 = vmig_wire_ack_decode(p, l, &id, &e2);
+            if (rc2 == 0)
+                __builtin_trap();
+            check_err(rc2, &e2);
+        }
+        return 0;
+    }
+    case VMIG_CTL_RESULT:
+    case VMIG_CTL_ERROR: {
         vmig_wire_status st;
         bool is_error = type == VMIG_CTL_ERROR;
         rc = vmig_wire_status_decode(p, len, is_error, &st, &err);
@@ -108,6 +160,8 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
         }
         return rc;
     }
+    default: /* vmig_wire_ctl_decode_hdr() let through a type this target does not know */
+        __builtin_trap();
     }
 }
 

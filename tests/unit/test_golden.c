@@ -30,6 +30,12 @@ static const uint8_t UUID[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
 #define ERROR_MSG   "block 'pc.ram': digest mismatch"
 #define RAM_SEQ     42
 #define RAM_PASS    2
+/* CKPT 3 (pass 5) and its ACK. */
+#define CKPT_ID      3ull
+#define CKPT_PASS    5
+#define CKPT_PACKETS 1500ull
+#define CKPT_NORMAL  200600ull
+#define CKPT_ZERO    62150ull
 static const uint64_t RAM_OFFS[3] = {0x0, 0x1000, 0x200000};
 
 /* Read a whole golden file into a heap buffer of exactly its size. */
@@ -205,7 +211,7 @@ static void test_ready(void)
     free(f);
 }
 
-/* COMMIT: an empty frame. */
+/* COMMIT, HEARTBEAT: an empty frame. */
 static void test_empty(const char *name, unsigned type)
 {
     uint8_t b[12];
@@ -264,6 +270,67 @@ static void test_end(void)
     CHECK(d.nblocks == 2 && !memcmp(out, dg, 32) && d.packets == END_PACKETS &&
               d.normal_pages == END_NORMAL && d.zero_pages == END_ZERO,
           "END fields");
+    free(f);
+}
+
+/* CKPT 3, pass 5: block 0's digest is the bytes D0..DF, block 1's E0..EF;
+ * then the run's counts so far. */
+static void test_ckpt(void)
+{
+    uint8_t dg[2][16];
+    for (int i = 0; i < 32; i++)
+        dg[i / 16][i % 16] = (uint8_t)(0xD0 + (i / 16) * 0x10 + i % 16);
+    vmig_wire_ckpt c = {.id = CKPT_ID,
+                        .pass = CKPT_PASS,
+                        .end = {.nblocks = 2,
+                                .digests = dg,
+                                .packets = CKPT_PACKETS,
+                                .normal_pages = CKPT_NORMAL,
+                                .zero_pages = CKPT_ZERO}};
+    uint8_t b[128];
+    int p = vmig_wire_ckpt_encode(&c, b + VMIG_CTL_HDR_LEN, sizeof(b) - 12);
+    REQUIRE(p > 0, "CKPT encode");
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_CKPT, (uint32_t)p);
+    size_t n;
+    uint8_t *f = golden("ctl_ckpt.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    const uint8_t *pl = ctl_check("ctl_ckpt.bin", f, n, VMIG_CTL_CKPT, &plen);
+    uint8_t out[2][16];
+    vmig_wire_ckpt d = {.end = {.digests = out}};
+    vmig_error er = {0};
+    CHECK(!vmig_wire_ckpt_decode(pl, plen, &d, 2, &er), "CKPT: %s", er.msg);
+    CHECK(d.id == CKPT_ID && d.pass == CKPT_PASS && d.end.nblocks == 2 && !memcmp(out, dg, 32) &&
+              d.end.packets == CKPT_PACKETS && d.end.normal_pages == CKPT_NORMAL &&
+              d.end.zero_pages == CKPT_ZERO,
+          "CKPT fields");
+    /* What was decoded encodes to the file's payload again. */
+    uint8_t re[128];
+    int rn = vmig_wire_ckpt_encode(&d, re, sizeof(re));
+    CHECK(rn >= 0 && (uint32_t)rn == plen && !memcmp(re, pl, plen), "CKPT re-encode");
+    free(f);
+}
+
+/* ACK of checkpoint 3. */
+static void test_ack(void)
+{
+    uint8_t b[12 + VMIG_ACK_LEN];
+    vmig_wire_ack_encode(CKPT_ID, b + VMIG_CTL_HDR_LEN);
+    size_t len = vmig_wire_ctl_frame(b, VMIG_CTL_ACK, VMIG_ACK_LEN);
+    size_t n;
+    uint8_t *f = golden("ctl_ack.bin", b, len, &n);
+    if (!f)
+        return;
+    uint32_t plen;
+    const uint8_t *pl = ctl_check("ctl_ack.bin", f, n, VMIG_CTL_ACK, &plen);
+    uint64_t id = 0;
+    vmig_error e = {0};
+    CHECK(!vmig_wire_ack_decode(pl, plen, &id, &e), "ctl_ack.bin: %s", e.msg);
+    CHECK(id == CKPT_ID, "ctl_ack.bin id %llu", (unsigned long long)id);
+    uint8_t re[VMIG_ACK_LEN];
+    vmig_wire_ack_encode(id, re);
+    CHECK(plen == VMIG_ACK_LEN && !memcmp(re, pl, VMIG_ACK_LEN), "ACK re-encode");
     free(f);
 }
 
@@ -403,11 +470,15 @@ int main(void)
     test_hello("ctl_hello.bin", 0);
     test_hello("ctl_hello_devstate.bin", VMIG_HELLO_F_DEVSTATE);
     test_hello("ctl_hello_devices.bin", VMIG_HELLO_F_DEVICES);
+    test_hello("ctl_hello_colo.bin", VMIG_HELLO_F_COLO);
     test_devchunk();
     test_ready();
     test_empty("ctl_commit.bin", VMIG_CTL_COMMIT);
+    test_empty("ctl_heartbeat.bin", VMIG_CTL_HEARTBEAT);
     test_devstate();
     test_end();
+    test_ckpt();
+    test_ack();
     test_status(false);
     test_status(true);
     test_packets();
