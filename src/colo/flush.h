@@ -10,7 +10,7 @@
  *                  dirty pages cluster), so no two threads share a word
  *
  * Each thread copies the runs of contiguous dirty pages of its words with
- * one memcpy each and clears the words. A thread count of 1 is the
+ * one copy each (non-temporal stores on x86-64) and clears the words. A thread count of 1 is the
  * single-threaded flush (the baseline QEMU's colo_flush_ram_cache is).
  *
  * Pure memory work: buffers and bitmaps in, no sessions, no I/O. The
@@ -37,6 +37,7 @@ typedef struct vmig_flush_stats {
     uint64_t runs;  /* memcpy calls (runs of contiguous dirty pages) */
     uint64_t ns;    /* wall time of the flush */
     uint32_t threads;
+    bool stream;                                   /* non-temporal stores */
     uint64_t thread_pages[VMIG_FLUSH_MAX_THREADS]; /* pages each thread copied */
 } vmig_flush_stats;
 
@@ -48,6 +49,10 @@ int vmig_flusher_create(uint32_t nthreads, vmig_flusher **out, vmig_error *err);
 /* Stops the threads. NULL: no-op. */
 void vmig_flusher_free(vmig_flusher *f);
 uint32_t vmig_flusher_threads(const vmig_flusher *f);
+/* Copy with non-temporal stores (the default on x86-64: the flushed pages
+ * bypass the cache) or with memcpy. Returns what is in force (false where
+ * the CPU has none). */
+bool vmig_flusher_set_stream(vmig_flusher *f, bool on);
 
 /*
  * Copy the dirty pages of `n` regions and clear their bits; returns when

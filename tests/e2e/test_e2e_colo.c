@@ -551,8 +551,9 @@ static void test_failover(uint64_t *rng)
         pthread_t th;
         REQUIRE(pthread_create(&th, NULL, delayed_main, &d) == 0, "thread");
         int rc = vmig_colo_secondary(s, &e);
-        uint64_t took_ms = (tu_now_ns() - t.killed_ns) / 1000000;
+        uint64_t t_ret = tu_now_ns();
         pthread_join(th, NULL);
+        uint64_t took_ms = (t_ret - t.killed_ns) / 1000000;
         kill(t.pid, SIGKILL);
         reap(t.pid);
         vmig_stats st;

@@ -101,7 +101,11 @@ int main(void)
         vmig_error e = {0};
         REQUIRE(vmig_flusher_create(threads, &f, &e) == 0, "%s", e.msg);
         CHECK(vmig_flusher_threads(f) == threads, "threads");
-        for (int pat = 0; pat < 6; pat++) {
+        for (int iter = 0; iter < 12; iter++) {
+            /* each pattern with both copies: non-temporal stores, memcpy */
+            int pat = iter / 2;
+            bool stream = vmig_flusher_set_stream(f, iter % 2 == 0);
+            CHECK(!stream || iter % 2 == 0, "memcpy refused");
             uint64_t want = 0;
             for (int k = 0; k < 3; k++)
                 want += fill(&g[k], k == 1 ? pat : (pat + k) % 6, (uint64_t)(pat * 10 + k + 1));
@@ -117,8 +121,9 @@ int main(void)
                                            .page_size = PS};
             vmig_flush_stats st;
             REQUIRE(vmig_flusher_run(f, r, 3, &st, &e) == 0, "%s", e.msg);
-            CHECK(st.pages == want && st.threads == threads, "%s, %u threads: %llu of %llu pages",
-                  names[pat], threads, (unsigned long long)st.pages, (unsigned long long)want);
+            CHECK(st.pages == want && st.threads == threads && st.stream == stream,
+                  "%s, %u threads: %llu of %llu pages", names[pat], threads,
+                  (unsigned long long)st.pages, (unsigned long long)want);
             for (int k = 0; k < 3; k++) {
                 CHECK(!memcmp(g[k].ram, g[k].want, g[k].npages * PS),
                       "%s, %u threads: region %d differs", names[pat], threads, k);
