@@ -539,7 +539,7 @@ static void join_channels(vmig_session *s)
 
 int vmig_colo_dest_loop(vmig_session *s, vmig_error *err)
 {
-    uint64_t next = 0, heard = 0;
+    uint64_t next = 0, heard = vmig_now_ns();
     bool committed = false, from_control = false;
     uint32_t last_pass = 0;
     uint8_t(*dg)[16] = calloc(s->nblocks, 16);
@@ -552,8 +552,10 @@ int vmig_colo_dest_loop(vmig_session *s, vmig_error *err)
         uint8_t *payload;
         uint32_t len;
         from_control = true;
-        rc = vmig_colo_read(s, 1u << VMIG_CTL_CKPT | 1u << VMIG_CTL_ERROR, VMIG_CTL_CKPT, 0,
-                            committed ? &heard : NULL, true, &type, &payload, &len, &e);
+        /* The primary's heartbeats run from the start: silence before
+         * checkpoint 0 too means it is gone (nothing to take over yet). */
+        rc = vmig_colo_read(s, 1u << VMIG_CTL_CKPT | 1u << VMIG_CTL_ERROR, VMIG_CTL_CKPT, 0, &heard,
+                            true, &type, &payload, &len, &e);
         if (rc) {
             /* An abort is a channel's failure (or a cancel), not the control channel's. */
             from_control = !vmig_session_aborted(s);

@@ -1241,7 +1241,9 @@ static int colo_run(vmig_session *s, live *L, uint64_t *scratch, uint64_t seq, u
     uint8_t(*dg)[16] = calloc(s->nblocks, 16);
     if (!dg)
         return vmig_error_set(err, VMIG_ENOMEM, "out of memory for digests");
+    __atomic_store_n(&s->colo_sending, 1, __ATOMIC_RELEASE); /* checkpoint 0's last pass */
     int rc = wait_drained(s, pass);
+    __atomic_store_n(&s->colo_sending, 0, __ATOMIC_RELEASE);
     if (rc)
         goto out;
     /* Checkpoint 0: digests of all memory, as at the end of a migration. */
@@ -1257,7 +1259,7 @@ static int colo_run(vmig_session *s, live *L, uint64_t *scratch, uint64_t seq, u
     int timeout = (int)VMIG_MIN((uint64_t)INT32_MAX,
                                 (uint64_t)s->p.connect_timeout_ms + 1000 * (s->total_bytes >> 30));
     uint64_t t_ack = vmig_now_ns();
-    if ((rc = colo_commit(s, 0, pass, dg, NULL, timeout, err)) || (rc = vmig_colo_hb_start(s, err)))
+    if ((rc = colo_commit(s, 0, pass, dg, NULL, timeout, err)))
         goto out;
     s->colo_protected = true;
     __atomic_store_n(&s->state, VMIG_STATE_CHECKPOINTING, __ATOMIC_RELEASE);
@@ -1398,6 +1400,10 @@ int vmig_source_run(vmig_session *s, const char *uri)
         s->ch[i].conn = dc;
         pthread_mutex_unlock(&s->lock);
     }
+    /* A primary's heartbeats start with checkpoint 0, so that a secondary
+     * can tell a silent primary from a long initial migration. */
+    if (s->colo && (rc = vmig_colo_hb_start(s, &e)))
+        goto fail;
     if (vmig_session_aborted(s)) {
         rc = VMIG_ECANCELED;
         goto fail;

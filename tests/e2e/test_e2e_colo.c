@@ -49,7 +49,7 @@
 #define DEV_MAGIC   0x44564d4445563031ull /* "DVMDEV01" */
 #define RATE        20000u                /* writer steps per second (80 MB/s of page writes) */
 #define HB_MS       400u
-#define KILL_TRIALS 16
+#define KILL_TRIALS 20
 
 extern char **environ;
 
@@ -439,9 +439,9 @@ static unsigned read_log(const char *path, uint64_t *steps, unsigned cap)
     return n;
 }
 
-enum kill_mode { K_DELAY, K_FLUSH, K_LOAD, K_SILENT, K_MODES };
+enum kill_mode { K_DELAY, K_FLUSH, K_LOAD, K_SILENT, K_SILENT_EARLY, K_MODES };
 static const char *const mode_names[] = {"at a random moment", "in the flush", "in the device load",
-                                         "silent (SIGSTOP)"};
+                                         "silent (SIGSTOP)", "silent before ckpt 0"};
 
 typedef struct trial {
     dvm *vm;
@@ -543,8 +543,10 @@ static void test_failover(uint64_t *rng)
         t.pid = spawn(argv);
         /* checkpoint 0 takes ~0.2 s, then one per 100 ms: kill in 0.1..1.3 s */
         delayed d = {.t = &t, .delay_us = 100000 + tu_rand(rng) % 1200000, .sig = SIGKILL};
-        if (t.mode == K_SILENT)
+        if (t.mode == K_SILENT || t.mode == K_SILENT_EARLY)
             d.sig = SIGSTOP;
+        if (t.mode == K_SILENT_EARLY)
+            d.delay_us = 30000; /* within the initial migration */
         else if (t.mode != K_DELAY)
             d.delay_us = 20000000; /* a backstop only */
         random_trials += t.mode == K_DELAY;
@@ -564,7 +566,7 @@ static void test_failover(uint64_t *rng)
         if (rc == 0) {
             takeovers++;
             discarded += st.ckpt_discarded;
-            if (t.mode != K_SILENT && took_ms > worst_ms)
+            if (t.mode != K_SILENT && t.mode != K_SILENT_EARLY && took_ms > worst_ms)
                 worst_ms = took_ms;
             uint64_t K = t.failover_ckpt;
             CHECK(t.failovers == 1, "trial %d: %d FAILOVER events", n, t.failovers);
@@ -585,6 +587,8 @@ static void test_failover(uint64_t *rng)
                   (unsigned long long)S);
             CHECK(st.checkpoints + 1 == t.committed || st.checkpoints + 1 == t.committing,
                   "trial %d: %llu checkpoints in the stats", n, (unsigned long long)st.checkpoints);
+            CHECK(t.mode != K_SILENT_EARLY, "trial %d: took over from a primary stopped 30 ms in",
+                  n);
             if (t.mode != K_SILENT)
                 CHECK(took_ms < 2000, "trial %d: took over %llu ms after the kill", n,
                       (unsigned long long)took_ms);
@@ -593,9 +597,14 @@ static void test_failover(uint64_t *rng)
                       "trial %d: a silent primary taken over after %llu ms (heartbeat %u ms)", n,
                       (unsigned long long)took_ms, HB_MS);
         } else {
+            if (t.mode == K_SILENT_EARLY || t.mode == K_SILENT)
+                CHECK(took_ms >= HB_MS - 50 && took_ms < HB_MS + 2000,
+                      "trial %d: a primary silent before checkpoint 0 given up after %llu ms", n,
+                      (unsigned long long)took_ms);
             /* only a primary lost before checkpoint 0 was complete leaves nothing to run */
             early++;
-            CHECK(t.committed == 0 && t.mode == K_DELAY && strstr(e.msg, "nothing to take over"),
+            CHECK(t.committed == 0 && t.mode != K_FLUSH && t.mode != K_LOAD &&
+                      strstr(e.msg, "nothing to take over"),
                   "trial %d (%s): no takeover after %llu checkpoints: %s", n, mode_names[t.mode],
                   (unsigned long long)t.committed, e.msg);
         }
@@ -612,7 +621,7 @@ static void test_failover(uint64_t *rng)
     printf("failover: %u of %d trials took over (%u lost the primary before checkpoint 0), %u "
            "discarded a partial checkpoint, slowest SIGKILL takeover %llu ms\n",
            takeovers, KILL_TRIALS, early, discarded, (unsigned long long)worst_ms);
-    CHECK(takeovers + 2 >= KILL_TRIALS, "only %u takeovers", takeovers);
+    CHECK(takeovers + KILL_TRIALS / K_MODES + 2 >= KILL_TRIALS, "only %u takeovers", takeovers);
     CHECK(discarded >= 1, "no trial of %u killed the primary in a checkpoint's transfer",
           random_trials);
 }
