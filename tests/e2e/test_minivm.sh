@@ -9,8 +9,11 @@
 # the monitor and verifies), ping-pong A -> B -> A, a
 # migration started from the monitor, KVM's dirty ring instead of the
 # bitmap, a page corrupted under the running guest (its checker must
-# report it), and a device with 64 MiB of state over both device-state
-# paths.
+# report it), a device with 64 MiB of state over both device-state
+# paths, and continuous checkpoints (COLO): the primary killed (the standby
+# takes over, verifies, and the guest goes on), the standby killed (the
+# primary's guest runs on), output commit of the guest's console, and no
+# standby at all.
 #
 # Run by meson with MINIVM=<minivm binary>. Exit 0 pass, 1 fail, 77 skip
 # (no usable /dev/kvm, or no guest binary built), with the reason on stderr.
@@ -239,6 +242,152 @@ if [ "$RC" = 1 ] && [ "$RD" != 0 ] && has devsz.derr "holds 8388608 bytes.*this 
     pass "device of another size: its state refused with the reason, the source guest ran on"
 else
     fail "device of another size: exits $RC $RD: $(tail -3 "$T/devsz.derr")"
+fi
+
+# ---- Continuous checkpoints (COLO): a standby that takes over ----
+
+# colo_secondary NAME ARGS...: a standby on unix:$T/NAME.sock (pid in SPID),
+# waited for through --ready-fd.
+colo_secondary() {
+    local name=$1
+    shift
+    "$MINIVM" run --colo-secondary "unix:$T/$name.sock" --ready-fd 3 "$@" 3>"$T/$name.ready" \
+        >"$T/$name.sout" 2>"$T/$name.serr" &
+    SPID=$!
+    PIDS+=("$SPID")
+    for _ in $(seq 200); do
+        grep -q "^listening" "$T/$name.ready" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+# acked FILE: the last checkpoint a primary's stderr reports acknowledged (-1: none).
+acked() {
+    grep -o "checkpoint [0-9]* acknowledged" "$1" 2>/dev/null | awk '{ n = $2 } END { print n + 0 - (NR == 0) }'
+}
+# wait_acked FILE N: until checkpoint N (or a later one) is acknowledged, 60 s at most.
+wait_acked() {
+    for _ in $(seq 600); do
+        [ "$(acked "$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# wait_for PID SECONDS: its exit status, or 124 after killing it at the deadline.
+wait_for() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$1" 2>/dev/null && { kill -9 "$1"; wait "$1" 2>/dev/null; return 124; }
+    wait "$1"
+}
+ms_now() { date +%s%3N; }
+
+# The primary killed (SIGKILL) after several checkpoints: the standby takes
+# over from its last committed checkpoint within seconds, verifies every page
+# and the device's buffer, and the guest's counter goes on with no failure.
+colo_secondary cfo --verify --device-state 8M
+"$MINIVM" run --guest "$GUEST" --mem 256M --device-state 8M --colo-primary "unix:$T/cfo.sock" \
+    --checkpoint 200ms --run-for 60s >"$T/cfo.pout" 2>"$T/cfo.perr" &
+ppid=$!
+PIDS+=("$ppid")
+took=none RC=none
+if wait_acked "$T/cfo.perr" 5; then
+    kill -9 "$ppid"
+    wait "$ppid" 2>/dev/null
+    t0=$(ms_now)
+    for _ in $(seq 200); do
+        has cfo.serr "failover:" && { took=$(($(ms_now) - t0)); break; }
+        sleep 0.05
+    done
+    wait_for "$SPID" 30
+    RC=$?
+fi
+at=$(sed -n 's/.*running checkpoint \([0-9]*\).*/\1/p' "$T/cfo.serr")
+if [ "$RC" = 0 ] && [ "$took" != none ] && [ "$took" -le 5000 ] && [ "${at:-0}" -ge 5 ] &&
+    has cfo.serr "verified [0-9]* pages" && has cfo.serr "verified device state: 8 MiB" &&
+    has cfo.serr "guest ran on: counter" && has cfo.serr "read [1-9][0-9]* device words back"; then
+    pass "COLO: primary killed after checkpoint $at: the standby took over in $took ms, verified, the guest ran on"
+else
+    fail "COLO failover: exit $RC, took $took ms, checkpoint ${at:-none}: $(tail -5 "$T/cfo.serr")"
+fi
+
+# The standby killed: the primary reports it lost, and its guest runs on
+# (its counter moves on after the loss) to --run-for, exit 0.
+colo_secondary csl
+"$MINIVM" run --guest "$GUEST" --mem 128M --colo-primary "unix:$T/csl.sock" --checkpoint 200ms \
+    --run-for 6s >"$T/csl.pout" 2>"$T/csl.perr" &
+ppid=$!
+PIDS+=("$ppid")
+RC=none
+if wait_acked "$T/csl.perr" 3; then
+    kill -9 "$SPID"
+    wait "$SPID" 2>/dev/null
+    wait_for "$ppid" 60
+    RC=$?
+fi
+c1=$(sed -n 's/.*guest when the protection ended: counter \([0-9]*\).*/\1/p' "$T/csl.perr")
+c2=$(sed -n 's/.*guest at the end: counter \([0-9]*\).*/\1/p' "$T/csl.perr")
+if [ "$RC" = 0 ] && has csl.perr "protection ended: the secondary is lost" &&
+    [ -n "$c1" ] && [ -n "$c2" ] && [ "$c2" -gt "$c1" ] && ! has csl.perr "guest reports"; then
+    pass "COLO: standby killed: the primary reported it lost, its guest ran on ($c1 -> $c2)"
+else
+    fail "COLO standby lost: exit $RC, counter ${c1:-?} -> ${c2:-?}: $(tail -4 "$T/csl.perr")"
+fi
+
+# Output commit, and the monitor: with checkpoints on demand only, a line the
+# guest writes after checkpoint 0 (its "done" at --run-pages) stays held
+# until 'checkpoint' is typed and that checkpoint is acknowledged. Then
+# 'quit' ends the protection: the standby is told, and does not take over.
+colo_secondary coc
+wait_line() { # FILE REGEX: 20 s at most
+    for _ in $(seq 200); do grep -q -e "$2" "$1" && return 0; sleep 0.1; done
+    return 1
+}
+feed_coc() {
+    wait_line "$T/coc.perr" "checkpoint 0 acknowledged" || return
+    echo info
+    sleep 0.3
+    grep -o "guest now: counter [0-9]*, writes [0-9]*" "$T/coc.perr" | tail -1 >"$T/coc.first"
+    for _ in $(seq 40); do
+        grep -q "writes 3000," "$T/coc.perr" && break
+        echo info
+        sleep 0.5
+    done
+    grep -c "guest: done" "$T/coc.perr" >"$T/coc.before"
+    echo checkpoint
+    wait_line "$T/coc.perr" "checkpoint 1 acknowledged"
+    echo info
+    sleep 0.3
+    echo quit
+}
+feed_coc | timeout 60 "$MINIVM" run --guest "$GUEST" --mem 64M --colo-primary "unix:$T/coc.sock" \
+    --checkpoint 0 --dirty-rate 1000 --run-pages 3000 --monitor >"$T/coc.pout" 2>"$T/coc.perr"
+RC=$?
+wait_for "$SPID" 30
+RD=$?
+w0=$(sed -n 's/.*writes \([0-9]*\)$/\1/p' "$T/coc.first" 2>/dev/null)
+lreq=$(grep -n "checkpoint requested" "$T/coc.perr" | head -1 | cut -d: -f1)
+ldone=$(grep -n "guest: done: 3000 writes" "$T/coc.perr" | head -1 | cut -d: -f1)
+if [ "$RC" = 0 ] && [ "$RD" = 4 ] && [ "${w0:-3000}" -lt 3000 ] && [ "$(cat "$T/coc.before")" = 0 ] &&
+    [ -n "$lreq" ] && [ -n "$ldone" ] && [ "$ldone" -gt "$lreq" ] &&
+    has coc.perr "protection: 1 checkpoints acknowledged" && has coc.serr "ended the protection"; then
+    pass "COLO: guest output held until its checkpoint was acknowledged; 'checkpoint', 'info', 'quit'"
+else
+    fail "COLO output commit: exits $RC $RD, writes at ack 0 ${w0:-?}, held $(cat "$T/coc.before" 2>/dev/null): $(tail -4 "$T/coc.perr")"
+fi
+
+# No standby: the protection never starts; the guest runs on, exit 1.
+timeout 60 "$MINIVM" run --guest "$GUEST" --mem 64M --colo-primary "unix:$T/none.sock" --run-for 2s \
+    >"$T/none.out" 2>"$T/none.err"
+RC=$?
+if [ "$RC" = 1 ] && has none.err "never established" && has none.err "guest at the end" &&
+    ! has none.err "guest reports"; then
+    pass "COLO without a standby: reported, the guest ran on, exit 1"
+else
+    fail "COLO without a standby: exit $RC: $(tail -3 "$T/none.err")"
 fi
 
 echo "$npass passed, $nfail failed, 0 skipped"

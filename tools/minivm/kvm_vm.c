@@ -22,6 +22,7 @@
 
 int minivm_vm_open(struct minivm *vm)
 {
+    minivm_console_init(&vm->console);
     vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (vm->kvm_fd < 0) {
         fprintf(stderr, "minivm: /dev/kvm: %s\n", strerror(errno));
@@ -101,6 +102,10 @@ void minivm_vm_close(struct minivm *vm)
     if (vm->kvm_fd >= 0)
         close(vm->kvm_fd);
     free(vm->cpuid);
+    vm->cpuid = NULL;
+    minivm_console_free(&vm->console);
+    free(vm->cpus_kept);
+    vm->cpus_kept = NULL;
 }
 
 static int slot_register(struct minivm *vm, unsigned n)

@@ -13,22 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "minivm.h"
-
-struct run_opts {
-    cli_opts o;
-    uint64_t mem;
-    unsigned vcpus;
-    uint64_t rate, check_rate, hot_set, hot_share_pct, seed, run_pages;
-    const char *migrate_to, *incoming, *guest;
-    uint64_t migrate_after_ms, run_for_ms;
-    bool run_for_set, migrate_after_set, verify, verify_dest, mem_set, prefault, monitor;
-    int ready_fd;
-    bool dirty_ring;
-    uint32_t ring_entries;
-    uint64_t device_state, device_rate;
-};
+#include "run.h"
 
 static void usage(FILE *f)
 {
@@ -44,6 +29,11 @@ static void usage(FILE *f)
             "             [--verify] [--run-for DUR]\n"
             "             [--migrate-to URI [--migrate-after DUR]] [--monitor] [--ready-fd FD]\n"
             "             [vmig options]\n"
+            "  minivm run --colo-primary URI [--checkpoint DUR] [--checkpoint-log FILE]\n"
+            "             [source options but --migrate-to] [vmig options]\n"
+            "  minivm run --colo-secondary URI [--mem SIZE [--prefault]] [--device-state SIZE]\n"
+            "             [--verify] [--run-for DUR] [--checkpoint-log FILE] [--monitor]\n"
+            "             [--ready-fd FD] [vmig options]\n"
             "  minivm probe\n"
             "  minivm --help\n\n"
             "minivm is the KVM reference VMM of libvmig. It boots a small 64-bit guest\n"
@@ -112,6 +102,55 @@ static void usage(FILE *f)
             "                        second leg of a ping-pong)\n"
             "  --ready-fd FD         write \"listening URI\" to FD, then close it, once the\n"
             "                        listener is up (for scripts and --verify-dest)\n\n"
+            "Continuous checkpoints (a standby that takes over, COLO-style):\n"
+            "  --colo-primary URI    run the guest here and protect it with a standby minivm\n"
+            "                        listening on URI (--colo-secondary): a live migration\n"
+            "                        copies the VM there (checkpoint 0), but the guest goes\n"
+            "                        on running here; then at every --checkpoint the vCPUs\n"
+            "                        pause, the pages they dirtied since the last checkpoint\n"
+            "                        and the device state (the vCPUs, --device-state) go to\n"
+            "                        the standby, and they resume; the standby acknowledges\n"
+            "                        each checkpoint once it has committed it. Output commit:\n"
+            "                        the guest's console text (\"guest: ...\" lines) is held\n"
+            "                        back and printed only when the first checkpoint whose\n"
+            "                        pause came after it is acknowledged, so that no line is\n"
+            "                        seen that the standby's copy never wrote. A line a\n"
+            "                        second sums up the checkpoints since the last (pause:\n"
+            "                        the vCPUs stopped; ack: resume to acknowledgement;\n"
+            "                        size); the monitor's 'checkpoint' takes one at once and\n"
+            "                        'info' shows their figures. The protection ends at\n"
+            "                        --run-for (default 10s), 'quit' or a signal (the\n"
+            "                        standby is told not to take over), or when the standby\n"
+            "                        is lost: minivm says why and the guest runs on here\n"
+            "                        until --run-for from the start. At the end a summary:\n"
+            "                        checkpoints, pause and ack mean and maximum, bytes\n"
+            "  --checkpoint DUR      time from the start of one checkpoint to the next\n"
+            "                        (vmig's checkpoint-period): 100ms to 1h, or 0 for\n"
+            "                        checkpoints on demand only (default 200ms)\n"
+            "  --checkpoint-log FILE both sides: one line per checkpoint, in columns after a\n"
+            "                        '#' header. Primary: checkpoint, pause_ns, ack_ns,\n"
+            "                        bytes (its dirty pages), t_ms (its acknowledgement,\n"
+            "                        from the start of the protection). Secondary:\n"
+            "                        checkpoint, commit_ns (its last byte to its commit and\n"
+            "                        ack), flush_ns (RAM cache into RAM), load_ns (device\n"
+            "                        state and ack), bytes, t_ms\n"
+            "  --colo-secondary URI  listen on URI as the standby of a --colo-primary: hold\n"
+            "                        checkpoint 0 in RAM and each later checkpoint in a RAM\n"
+            "                        cache until it is complete and its digests match, then\n"
+            "                        commit it (flush the cache into RAM, load the device\n"
+            "                        state) and acknowledge it; a checkpoint cut short is\n"
+            "                        discarded. The vCPUs do not run. When the primary is\n"
+            "                        gone (its connection lost, or silent for vmig's\n"
+            "                        heartbeat-timeout) after checkpoint 0: failover. The\n"
+            "                        last committed checkpoint's vCPU state is applied,\n"
+            "                        --verify checks memory at host speed, and the guest\n"
+            "                        runs for --run-for (default 2s) with the checks and the\n"
+            "                        exit status of --incoming. When the primary ends the\n"
+            "                        protection the guest does not run here (exit 4), nor\n"
+            "                        after any other failure (exit 1, or 3 for a digest\n"
+            "                        mismatch). --mem, --prefault, --device-state, --verify\n"
+            "                        and --ready-fd are those of --incoming; --monitor\n"
+            "                        serves the guest after a failover\n\n"
             "minivm probe: checks that KVM works here (a VM and a vCPU can be created)\n"
             "and prints what it offers: dirty-log modes, TSC, nesting. Exit 0 or 6.\n\n"
             "Both:\n"
@@ -119,15 +158,20 @@ static void usage(FILE *f)
             "                        terminal): 'migrate URI' migrates the running guest,\n"
             "                        'info', 'stop', 'cont', 'corrupt [INDEX]', 'quit',\n"
             "                        'help'; the end of input acts as 'quit'\n"
-            "  -q, --quiet           no guest text, no pass lines, no summary\n\n");
+            "  -q, --quiet           no guest text, no pass or checkpoint lines, no summary\n\n");
     cli_print_common_help(f);
     fprintf(f, "  5  the guest reported a failure (a bad page, a counter jump) or its\n"
                "     counter did not continue on the destination\n"
                "  6  KVM setup failed or a vCPU stopped (halt, shutdown, internal error)\n"
-               "  Code 3 also means that --verify found a bad page.\n");
+               "  Code 3 also means that --verify found a bad page.\n"
+               "  --colo-primary: the guest's verdict (0, 5, 6), whether or not the\n"
+               "  protection lasted (its end is reported), or 1 when checkpoint 0 was never\n"
+               "  acknowledged; --colo-secondary: as --incoming after a failover, 4 when the\n"
+               "  primary ended the protection (or a signal the standby), 1 when the standby\n"
+               "  failed.\n");
 }
 
-static uint64_t now_ms(void)
+uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -176,6 +220,11 @@ static void on_int(int sig)
     interrupted = sig;
 }
 
+bool run_interrupted(void)
+{
+    return interrupted != 0;
+}
+
 static const char *minivm_dirty_log_name(const struct minivm *vm)
 {
     if (vm->dirty_mode == MINIVM_DIRTY_RING)
@@ -183,53 +232,23 @@ static const char *minivm_dirty_log_name(const struct minivm *vm)
     return vm->manual_protect ? "bitmap, manual protect" : "bitmap";
 }
 
-/* What minivm measures of its own side of a migration. */
-struct mig_stats {
-    unsigned syncs;         /* dirty_sync calls (one per slot per pass) */
-    uint64_t sync_ns_max;   /* the longest one */
-    uint64_t sync_ns_total; /* all of them */
-    uint64_t precopy_gap;   /* the guest's longest counter gap while pre-copy ran (TSC) */
-    bool precopy_gap_valid;
-};
-
-struct hook_ctx {
-    struct minivm *vm;
-    struct mig_stats st;
-};
-
 /* ---- the monitor: commands from the terminal (or a pipe) ---- */
-
-enum run_end {
-    RUN_TIMEOUT, /* the requested time is over */
-    RUN_FAILED,  /* the guest or a vCPU failed */
-    RUN_SIGNAL,  /* SIGINT/SIGTERM */
-    RUN_QUIT,    /* `quit`, or the end of the monitor's input */
-    RUN_MIGRATE, /* `migrate URI` */
-};
-
-struct monitor {
-    bool on;
-    bool eof;
-    char buf[512];
-    size_t len;
-    char uri[256]; /* of the last `migrate` */
-};
 
 static void monitor_help(void)
 {
     fprintf(stderr, "minivm monitor commands:\n"
                     "  migrate URI   migrate the running guest live to URI (tcp:HOST:PORT,\n"
                     "                unix:PATH); on success minivm exits, on failure the\n"
-                    "                guest runs on\n"
-                    "  info          the guest's counters and the VM's state\n"
+                    "                guest runs on (not while it is protected)\n"
+                    "  info          the guest's counters and the VM's state, and the\n"
+                    "                checkpoints' figures while it is protected\n"
+                    "  checkpoint    with --colo-primary: take a checkpoint now\n"
                     "  stop, cont    pause and resume the vCPUs\n"
                     "  corrupt [I]   flip a bit in a page the guest wrote (the first from\n"
                     "                page index I): the guest's checker must report it\n"
                     "  quit          stop the guest and exit\n"
                     "  help          this text\n");
 }
-
-static void print_guest(struct minivm *vm, const char *when);
 
 /* `corrupt [INDEX]`: flip one bit of a pattern word of a workload page the
  * guest has written (the first such page from INDEX, default the start of
@@ -284,6 +303,11 @@ static bool monitor_line(struct minivm *vm, struct monitor *m, char *line, enum 
             fprintf(stderr, "minivm: usage: migrate URI\n");
             return false;
         }
+        if (m->colo) {
+            fprintf(stderr, "minivm: migrate: not while the guest is protected by checkpoints "
+                            "('quit' ends both)\n");
+            return false;
+        }
         snprintf(m->uri, sizeof(m->uri), "%s", uri);
         *end = RUN_MIGRATE;
         return true;
@@ -292,6 +316,13 @@ static bool monitor_line(struct minivm *vm, struct monitor *m, char *line, enum 
         print_guest(vm, "now");
         fprintf(stderr, "minivm: vCPUs %s\n",
                 __atomic_load_n(&vm->pause_req, __ATOMIC_SEQ_CST) ? "stopped" : "running");
+        if (m->colo)
+            colo_monitor_info(m->colo);
+    } else if (!strcmp(line, "checkpoint")) {
+        if (m->colo)
+            colo_monitor_checkpoint(m->colo);
+        else
+            fprintf(stderr, "minivm: checkpoint: the guest is not protected (--colo-primary)\n");
     } else if (!strcmp(line, "stop")) {
         minivm_vcpus_pause(vm);
         fprintf(stderr, "minivm: vCPUs stopped\n");
@@ -348,9 +379,7 @@ static bool monitor_poll(struct minivm *vm, struct monitor *m, int timeout_ms, e
     return false;
 }
 
-/* Let the guest run up to `ms` (UINT64_MAX: until something happens),
- * serving the monitor; returns why it stopped waiting. */
-static enum run_end run_guest(struct minivm *vm, struct monitor *m, uint64_t ms)
+enum run_end run_guest(struct minivm *vm, struct monitor *m, uint64_t ms)
 {
     uint64_t start = now_ms();
     for (;;) {
@@ -375,7 +404,7 @@ static enum run_end run_guest(struct minivm *vm, struct monitor *m, uint64_t ms)
     }
 }
 
-static void print_guest(struct minivm *vm, const char *when)
+void print_guest(struct minivm *vm, const char *when)
 {
     struct minivm_config *c = minivm_config_page(vm);
     if (!c)
@@ -387,7 +416,7 @@ static void print_guest(struct minivm *vm, const char *when)
             (unsigned long long)c->checks, gap_ms);
 }
 
-static int vm_verdict(struct minivm *vm)
+int vm_verdict(struct minivm *vm)
 {
     if (__atomic_load_n(&vm->guest_failed, __ATOMIC_SEQ_CST))
         return MINIVM_EXIT_GUEST;
@@ -397,7 +426,7 @@ static int vm_verdict(struct minivm *vm)
 }
 
 /* ---- vmig hooks ---- */
-static uint64_t now_ns(void)
+uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -448,6 +477,8 @@ static int hook_stop(void *opaque)
         h->st.precopy_gap = c->max_gap_tsc;
         h->st.precopy_gap_valid = true;
     }
+    if (h->seal_on_stop)
+        minivm_console_seal(h->seal_on_stop);
     return 0;
 }
 static void hook_resume(void *opaque)
@@ -455,8 +486,19 @@ static void hook_resume(void *opaque)
     struct hook_ctx *h = opaque;
     minivm_vcpus_resume(h->vm);
 }
+
+void run_vm_ops(vmig_vm_ops *ops)
+{
+    *ops = (vmig_vm_ops){.log_start = hook_log_start,
+                         .dirty_sync = hook_dirty_sync,
+                         .log_stop = hook_log_stop,
+                         .throttle = hook_throttle,
+                         .stop = hook_stop,
+                         .resume = hook_resume};
+}
+
 /* The VM's devices: the vCPUs, and the synthetic device when there is one. */
-static int register_devices(vmig_session *s, struct minivm *vm, vmig_error *err)
+int register_devices(vmig_session *s, struct minivm *vm, vmig_error *err)
 {
     int rc = vmig_device_register(s, "cpus", 0, &minivm_cpus_ops, vm, err);
     if (!rc && vm->sdev)
@@ -490,7 +532,7 @@ static int block_cb(void *opaque, vmig_session *s, const char *name, uint64_t le
     return vmig_ram_add(s, name, vm->slot[n].host, length, MINIVM_PAGE, VMIG_RAM_ZEROED, NULL);
 }
 
-static void event_cb(void *opaque, vmig_session *s, const vmig_event *ev)
+void run_event_cb(void *opaque, vmig_session *s, const vmig_event *ev)
 {
     (void)s;
     const struct run_opts *ro = opaque;
@@ -601,18 +643,14 @@ static int migrate_out(struct run_opts *ro, struct minivm *vm, const char *uri)
         rc = vmig_ram_add(s, "ram-low", vm->slot[0].host, vm->slot[0].size, MINIVM_PAGE, 0, &err);
     if (!rc && vm->slot[1].size)
         rc = vmig_ram_add(s, "ram-high", vm->slot[1].host, vm->slot[1].size, MINIVM_PAGE, 0, &err);
-    vmig_vm_ops ops = {.log_start = hook_log_start,
-                       .dirty_sync = hook_dirty_sync,
-                       .log_stop = hook_log_stop,
-                       .throttle = hook_throttle,
-                       .stop = hook_stop,
-                       .resume = hook_resume};
+    vmig_vm_ops ops;
+    run_vm_ops(&ops);
     if (!rc)
         rc = vmig_set_vm_ops(s, &ops, &h);
     if (!rc)
         rc = register_devices(s, vm, &err);
     if (!rc)
-        rc = vmig_set_event_cb(s, event_cb, ro);
+        rc = vmig_set_event_cb(s, run_event_cb, ro);
     if (!rc)
         rc = cli_run(s, do_migrate, (void *)uri, &ro->o, "minivm", &err);
     vmig_stats st = {0};
@@ -657,8 +695,8 @@ static int migrate_out(struct run_opts *ro, struct minivm *vm, const char *uri)
 /* The running guest's life on this host: wait, migrate when told (by the
  * options or the monitor), and keep it running after a failed migration.
  * `deadline_ms` (UINT64_MAX: none) bounds the run without a migration. */
-static int run_vm(struct run_opts *ro, struct minivm *vm, struct monitor *m, const char *uri,
-                  uint64_t migrate_after_ms, uint64_t run_ms)
+int run_vm(struct run_opts *ro, struct minivm *vm, struct monitor *m, const char *uri,
+           uint64_t migrate_after_ms, uint64_t run_ms)
 {
     uint64_t start = now_ms();
     bool migrated = false;
@@ -781,7 +819,8 @@ static int cmd_source(struct run_opts *ro, struct minivm *vm)
     if (m.on && !ro->o.quiet)
         fprintf(stderr, "minivm: monitor on stdin ('help' for commands)\n");
     uint64_t run_ms = ro->run_for_set || !m.on ? ro->run_for_ms : UINT64_MAX;
-    int code = run_vm(ro, vm, &m, ro->migrate_to, ro->migrate_after_ms, run_ms);
+    int code = ro->colo_primary ? colo_primary_run(ro, vm, &m)
+                                : run_vm(ro, vm, &m, ro->migrate_to, ro->migrate_after_ms, run_ms);
     if (child > 0) {
         int status = 0;
         if (code != MINIVM_EXIT_OK)
@@ -796,7 +835,7 @@ static int cmd_source(struct run_opts *ro, struct minivm *vm)
     return code;
 }
 
-static int cmd_dest(struct run_opts *ro, struct minivm *vm)
+int dest_setup(struct run_opts *ro, struct minivm *vm)
 {
     if (ro->device_state) {
         uint64_t t = now_ms();
@@ -820,24 +859,43 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
                     (unsigned long long)(ro->mem >> 20), ro->prefault ? "prefaulted" : "mapped",
                     (unsigned long long)(now_ms() - t));
     }
+    return 0;
+}
+
+int dest_listen(struct run_opts *ro, struct minivm *vm, vmig_session **out, vmig_error *err)
+{
     vmig_session *s = NULL;
-    vmig_error err = {0};
-    int rc = vmig_session_create(&s, VMIG_ROLE_DEST, &ro->o.params, &err);
+    int rc = vmig_session_create(&s, VMIG_ROLE_DEST, &ro->o.params, err);
     if (!rc)
-        rc = register_devices(s, vm, &err);
+        rc = register_devices(s, vm, err);
     if (!rc)
         rc = vmig_incoming_set_block_cb(s, block_cb, vm);
     if (!rc)
-        rc = vmig_incoming_listen(s, ro->incoming, &err);
+        rc = vmig_incoming_listen(s, ro->incoming, err);
     char uri[256] = "";
     if (!rc)
         vmig_incoming_uri(s, uri, sizeof(uri));
     if (!rc && !ro->o.quiet)
-        fprintf(stderr, "minivm: listening on %s\n", uri);
+        fprintf(stderr, "minivm: listening on %s%s\n", uri,
+                ro->colo_secondary ? " for continuous checkpoints (standby)" : "");
     if (!rc && ro->ready_fd >= 0) {
         dprintf(ro->ready_fd, "listening %s\n", uri);
         close(ro->ready_fd);
     }
+    *out = s;
+    return rc;
+}
+
+static int cmd_dest(struct run_opts *ro, struct minivm *vm)
+{
+    int code = dest_setup(ro, vm);
+    if (code)
+        return code;
+    vmig_session *s = NULL;
+    vmig_error err = {0};
+    int rc = dest_listen(ro, vm, &s, &err);
+    if (!rc && ro->colo_secondary)
+        return colo_secondary_run(ro, vm, s);
     if (!rc)
         rc = cli_run(s, do_incoming, NULL, &ro->o, "minivm-dest", &err);
     vmig_stats st = {0};
@@ -853,6 +911,11 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
                     minivm_sdev_refusal(vm->sdev));
         return cli_exit_code(rc);
     }
+    return dest_resume(ro, vm, "as received");
+}
+
+int dest_resume(struct run_opts *ro, struct minivm *vm, const char *what)
+{
     if (!vm->slot[0].host || vm->nvcpus == 0 || !minivm_config_page(vm)) {
         /* A hostile or broken source can send a low RAM block too small to
          * hold the config page: nothing below may then read it. */
@@ -895,7 +958,7 @@ static int cmd_dest(struct run_opts *ro, struct minivm *vm)
         return MINIVM_EXIT_VM;
     }
     if (!ro->o.quiet)
-        print_guest(vm, "as received");
+        print_guest(vm, what);
     if (minivm_vcpus_start(vm))
         return MINIVM_EXIT_VM;
     struct monitor m = {.on = ro->monitor};
@@ -962,17 +1025,21 @@ static int cmd_run(int argc, char **argv)
                           .device_rate = 50,
                           .ready_fd = -1};
     vmig_params_init(&ro.o.params);
+    /* --checkpoint's default (the example), before -o may change it. */
+    ro.o.params.checkpoint_period_ms = 200;
     ro.o.progress = -1;
+    bool checkpoint_set = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         /* minivm's own options first: vmig has a parameter "verify" too. */
         static const char *const own[] = {
-            "-h",         "--help",         "--verify",      "--verify-dest",
-            "--prefault", "--monitor",      "--ready-fd",    "--dirty-log",
-            "--mem",      "--vcpus",        "--dirty-rate",  "--check-rate",
-            "--hot-set",  "--hot-share",    "--seed",        "--run-pages",
-            "--guest",    "--migrate-to",   "--incoming",    "--migrate-after",
-            "--run-for",  "--device-state", "--device-rate", NULL};
+            "-h",           "--help",           "--verify",         "--verify-dest",
+            "--prefault",   "--monitor",        "--ready-fd",       "--dirty-log",
+            "--mem",        "--vcpus",          "--dirty-rate",     "--check-rate",
+            "--hot-set",    "--hot-share",      "--seed",           "--run-pages",
+            "--guest",      "--migrate-to",     "--incoming",       "--migrate-after",
+            "--run-for",    "--device-state",   "--device-rate",    "--colo-primary",
+            "--checkpoint", "--colo-secondary", "--checkpoint-log", NULL};
         bool mine = false;
         for (int k = 0; own[k]; k++)
             mine |= !strcmp(a, own[k]);
@@ -1042,6 +1109,24 @@ static int cmd_run(int argc, char **argv)
             ro.migrate_to = v;
         } else if (!strcmp(a, "--incoming")) {
             ro.incoming = v;
+        } else if (!strcmp(a, "--colo-primary")) {
+            ro.colo_primary = v;
+        } else if (!strcmp(a, "--colo-secondary")) {
+            ro.incoming = v; /* a destination that stays one */
+            ro.colo_secondary = true;
+        } else if (!strcmp(a, "--checkpoint")) {
+            uint64_t ms;
+            checkpoint_set = true;
+            char num[32];
+            vmig_error perr = {0};
+            bad = parse_duration(v, &ms) || ms > UINT32_MAX;
+            snprintf(num, sizeof(num), "%llu", (unsigned long long)ms);
+            if (!bad && vmig_params_set(&ro.o.params, "checkpoint-period", num, &perr)) {
+                fprintf(stderr, "minivm: --checkpoint '%s': %s\n", v, perr.msg);
+                return MINIVM_EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--checkpoint-log")) {
+            ro.checkpoint_log = v;
         } else if (!strcmp(a, "--migrate-after")) {
             bad = parse_duration(v, &ro.migrate_after_ms);
             ro.migrate_after_set = true;
@@ -1063,12 +1148,30 @@ static int cmd_run(int argc, char **argv)
         }
         i++;
     }
+    if (ro.colo_primary && (ro.incoming || ro.migrate_to || ro.verify_dest)) {
+        fprintf(stderr, "minivm: --colo-primary excludes --incoming, --colo-secondary, "
+                        "--migrate-to and --verify-dest\n");
+        return MINIVM_EXIT_USAGE;
+    }
+    if (ro.colo_secondary && ro.migrate_to) {
+        fprintf(stderr, "minivm: --colo-secondary excludes --migrate-to\n");
+        return MINIVM_EXIT_USAGE;
+    }
+    if (checkpoint_set && !ro.colo_primary) {
+        fprintf(stderr, "minivm: --checkpoint needs --colo-primary\n");
+        return MINIVM_EXIT_USAGE;
+    }
+    if (ro.checkpoint_log && !ro.colo_primary && !ro.colo_secondary) {
+        fprintf(stderr, "minivm: --checkpoint-log needs --colo-primary or --colo-secondary\n");
+        return MINIVM_EXIT_USAGE;
+    }
     if (ro.incoming && ro.verify_dest) {
         fprintf(stderr, "minivm: --incoming excludes --verify-dest\n");
         return MINIVM_EXIT_USAGE;
     }
     if (ro.incoming && ro.dirty_ring) {
-        fprintf(stderr, "minivm: --dirty-log ring is for a source (not with --incoming)\n");
+        fprintf(stderr, "minivm: --dirty-log ring is for a source (not with --incoming or "
+                        "--colo-secondary)\n");
         return MINIVM_EXIT_USAGE;
     }
     if (!ro.incoming && ro.ready_fd >= 0) {

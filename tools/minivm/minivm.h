@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <linux/kvm.h>
 
@@ -81,6 +82,24 @@ struct minivm_ring_stats {
     uint64_t resyncs;        /* whole-RAM re-protects after an overflow */
 };
 
+/* The guest's console lines, held back under continuous checkpoints until
+ * a checkpoint that covers them is acknowledged (console.c). */
+struct minivm_console {
+    pthread_mutex_t lock;
+    bool hold;           /* protected: lines go to buf, not out */
+    char *buf;           /* "guest: TEXT\n" lines, oldest first */
+    size_t len, cap;     /* bytes held, allocated */
+    size_t sealed;       /* of len, covered by the last checkpoint's pause */
+    uint64_t held_lines; /* lines in buf, and of them in the sealed part */
+    uint64_t sealed_lines;
+    uint64_t released_lines; /* lines printed after their checkpoint's ack */
+    uint64_t dropped;        /* lines lost: the buffer was full (never released early) */
+    FILE *out;               /* where lines go; NULL: stderr */
+};
+/* At most this much text is held (a guest that writes faster than it is
+ * checkpointed loses lines, counted in `dropped`). */
+#define MINIVM_CONSOLE_MAX (16u << 20)
+
 struct minivm {
     int kvm_fd, vm_fd;
     size_t run_size;
@@ -130,6 +149,18 @@ struct minivm {
     /* Destination: the vCPU state as its chunks arrive (minivm_cpus_ops). */
     uint8_t *cpus_in;
     size_t cpus_in_len, cpus_in_cap;
+    /* COLO secondary (cpus_keep): every checkpoint loads the whole vCPU
+     * state again; load_done checks it and keeps it here, replacing the
+     * previous one, instead of writing it into KVM. Failover applies the
+     * last one (minivm_cpus_apply_kept). */
+    bool cpus_keep;
+    uint8_t *cpus_kept;
+    size_t cpus_kept_len;
+    uint32_t cpus_kept_nvcpus;
+    uint64_t cpus_loads; /* load_done calls that succeeded */
+
+    /* The debug port's complete lines (console.c). */
+    struct minivm_console console;
 
     /* TSC values to restore right before the vCPUs start (destination). */
     bool tsc_pending;
@@ -247,9 +278,29 @@ int minivm_state_save(struct minivm *vm, void **buf, size_t *len);
 int minivm_state_load(struct minivm *vm, const void *buf, size_t len, char *msg, size_t msglen);
 int minivm_state_apply_tsc(struct minivm *vm);
 /* The vCPU state as a vmig device ("cpus", opaque: the VM): saved at
- * switchover, collected on the destination and loaded at its last chunk. */
+ * switchover (and at every checkpoint), collected on the destination and
+ * loaded at its last chunk; each load starts again from its first byte,
+ * so a secondary may load it once per checkpoint. With vm->cpus_keep the
+ * load only checks and keeps it. */
 extern const vmig_device_ops minivm_cpus_ops;
 #define MINIVM_CPUS_STATE_MAX (1u << 20)
+/* Failover: write the kept vCPU state into KVM (creating the vCPUs); 0, or
+ * -1 with a sentence in msg (none kept, or KVM refused it). */
+int minivm_cpus_apply_kept(struct minivm *vm, char *msg, size_t msglen);
+
+/* console.c: the debug port's lines and their output commit. */
+void minivm_console_init(struct minivm_console *c);
+void minivm_console_free(struct minivm_console *c);
+/* A vCPU thread: one complete line (without its newline). */
+void minivm_console_line(struct minivm_console *c, const char *line);
+/* Start holding lines back, or stop: then everything held is printed. */
+void minivm_console_hold(struct minivm_console *c, bool on);
+/* At a checkpoint's pause (vCPUs stopped): what is held now is covered by it. */
+void minivm_console_seal(struct minivm_console *c);
+/* That checkpoint is acknowledged: print what its pause covered. */
+void minivm_console_release(struct minivm_console *c);
+void minivm_console_counts(struct minivm_console *c, uint64_t *held, uint64_t *released,
+                           uint64_t *dropped);
 
 /* sdev.c: the synthetic device with large state (guest_abi.h). */
 struct minivm_sdev;
@@ -271,6 +322,8 @@ void minivm_sdev_header(const struct minivm_sdev *d, uint8_t h[MINIVM_SDEV_HDR_L
 extern const vmig_device_ops minivm_sdev_ops;
 /* Forget a partial load (before another incoming attempt). */
 void minivm_sdev_reset_load(struct minivm_sdev *d);
+/* Loads completed (load_done without a refusal). */
+uint64_t minivm_sdev_loads(const struct minivm_sdev *d);
 /* Why the last load was refused ("" when it was not). */
 const char *minivm_sdev_refusal(const struct minivm_sdev *d);
 /* The whole buffer against the device's seeds, and the seeds against the

@@ -12,6 +12,9 @@
  *
  * The destination takes the header first, checks it against its own
  * device (same size), then copies the buffer into place as chunks come.
+ * A COLO secondary loads the whole state again at every checkpoint (vmig
+ * stages a checkpoint's chunks and loads them only once it is complete,
+ * so each load overwrites a consistent state with the next one).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +37,8 @@ struct minivm_sdev {
     uint64_t cmds;
     /* destination: the state as it arrives, and why it was refused */
     uint8_t hdr[SDEV_HDR_LEN];
-    uint64_t got;
+    uint64_t got;   /* bytes of the current load */
+    uint64_t loads; /* loads completed */
     char why[256];
 };
 
@@ -227,14 +231,19 @@ static int sdev_load(void *opaque, const void *buf, size_t len)
     return 0;
 }
 
+/* The end of one load. The next one (a secondary loads the state at every
+ * checkpoint) starts again from the header. */
 static int sdev_load_done(void *opaque)
 {
     struct minivm_sdev *d = opaque;
-    if (d->got != SDEV_HDR_LEN + d->size) {
-        snprintf(d->why, sizeof(d->why), "%llu of %llu bytes arrived", (unsigned long long)d->got,
+    uint64_t got = d->got;
+    d->got = 0;
+    if (got != SDEV_HDR_LEN + d->size) {
+        snprintf(d->why, sizeof(d->why), "%llu of %llu bytes arrived", (unsigned long long)got,
                  (unsigned long long)(SDEV_HDR_LEN + d->size));
         return VMIG_EPROTO;
     }
+    d->loads++;
     return 0;
 }
 
@@ -249,6 +258,11 @@ void minivm_sdev_reset_load(struct minivm_sdev *d)
 {
     d->got = 0;
     d->why[0] = 0;
+}
+
+uint64_t minivm_sdev_loads(const struct minivm_sdev *d)
+{
+    return d->loads;
 }
 
 const char *minivm_sdev_refusal(const struct minivm_sdev *d)

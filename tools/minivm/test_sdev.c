@@ -45,9 +45,9 @@ static uint8_t *saved(struct minivm_sdev *d, const uint8_t *buf, size_t *len)
     return s;
 }
 
-static int load_all(struct minivm_sdev *d, const uint8_t *s, size_t len, size_t step)
+/* One load as vmig makes it: chunks in order, then load_done. */
+static int load_cycle(struct minivm_sdev *d, const uint8_t *s, size_t len, size_t step)
 {
-    minivm_sdev_reset_load(d);
     for (size_t off = 0; off < len;) {
         size_t n = len - off < step ? len - off : step;
         int rc = minivm_sdev_ops.load_chunk(d, s + off, n);
@@ -57,6 +57,12 @@ static int load_all(struct minivm_sdev *d, const uint8_t *s, size_t len, size_t 
         step = step * 3 + 1; /* uneven */
     }
     return minivm_sdev_ops.load_done(d);
+}
+
+static int load_all(struct minivm_sdev *d, const uint8_t *s, size_t len, size_t step)
+{
+    minivm_sdev_reset_load(d);
+    return load_cycle(d, s, len, step);
 }
 
 int main(void)
@@ -146,6 +152,35 @@ int main(void)
               strstr(minivm_sdev_refusal(dst), "bytes arrived"),
           "a byte too few: %s", minivm_sdev_refusal(dst));
     CHECK(load_all(dst, st, len, 4096) == 0 && !minivm_sdev_refusal(dst)[0], "no refusal");
+
+    /* A COLO secondary: one load per checkpoint, back to back, without a
+     * reset; each replaces the state of the one before (here: a region
+     * rewritten between the two saves, and a selection changed). */
+    uint64_t loads = minivm_sdev_loads(dst);
+    CHECK(load_cycle(dst, st, len, 5000) == 0, "checkpoint 1: %s", minivm_sdev_refusal(dst));
+    uint32_t seed9 = c->dev_seed[9];
+    io(src, 0, MINIVM_PORT_DEV_REWRITE, true, 9u << 24 | 0x1234);
+    c->dev_seed[9] = 0x1234;
+    io(src, 1, MINIVM_PORT_DEV_SELECT, true, 9u << MINIVM_DEV_WORD_BITS | 2);
+    for (uint64_t k = 0; k < words; k++) {
+        uint64_t w = read_word(src, 0, 9, (uint32_t)k);
+        memcpy(copy + (9 * words + k) * 8, &w, 8);
+    }
+    uint8_t *st2 = saved(src, copy, &len);
+    CHECK(load_cycle(dst, st2, len, 3) == 0, "checkpoint 2: %s", minivm_sdev_refusal(dst));
+    CHECK(minivm_sdev_loads(dst) == loads + 2, "loads counted: %llu",
+          (unsigned long long)(minivm_sdev_loads(dst) - loads));
+    CHECK(minivm_sdev_verify(dst, c, &cmds, msg, sizeof(msg)) == 0 && cmds == 42,
+          "after checkpoint 2: %s (%llu)", msg, (unsigned long long)cmds);
+    CHECK(io(dst, 1, MINIVM_PORT_DEV_LO, false, 0) == (uint32_t)minivm_dev_word(9, 0x1234, 2),
+          "checkpoint 2's selection of vCPU 1");
+    /* A load that fell short does not poison the next one. */
+    CHECK(load_cycle(dst, st2, len / 2, 4096) == VMIG_EPROTO, "half a load is refused");
+    CHECK(load_cycle(dst, st, len, 4096) == 0, "the next full load: %s", minivm_sdev_refusal(dst));
+    c->dev_seed[9] = seed9;
+    CHECK(minivm_sdev_verify(dst, c, &cmds, msg, sizeof(msg)) == 0 && cmds == 41,
+          "back at checkpoint 1's state: %s", msg);
+    free(st2);
     free(longer);
     free(st);
     free(copy);

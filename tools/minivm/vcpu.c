@@ -147,7 +147,7 @@ static void debug_char(struct minivm_vcpu *v, char ch)
     if (ch == '\n' || v->line_len == sizeof(v->line) - 1) {
         v->line[v->line_len] = 0;
         if (!v->vm->quiet)
-            fprintf(stderr, "guest: %s\n", v->line);
+            minivm_console_line(&v->vm->console, v->line);
         v->line_len = 0;
         if (ch == '\n')
             return;

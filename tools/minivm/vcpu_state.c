@@ -250,18 +250,29 @@ static int cpus_save(void *opaque, vmig_devstate_out *out)
     return rc;
 }
 
+/* Forget the chunks collected so far: the next load starts from its first byte. */
+static void cpus_in_reset(struct minivm *vm)
+{
+    free(vm->cpus_in);
+    vm->cpus_in = NULL;
+    vm->cpus_in_len = vm->cpus_in_cap = 0;
+}
+
 static int cpus_load(void *opaque, const void *buf, size_t len)
 {
     struct minivm *vm = opaque;
     if (len > MINIVM_CPUS_STATE_MAX - vm->cpus_in_len) {
         fprintf(stderr, "minivm: vCPU state beyond %u bytes refused\n", MINIVM_CPUS_STATE_MAX);
+        cpus_in_reset(vm);
         return VMIG_EPROTO;
     }
     if (vm->cpus_in_len + len > vm->cpus_in_cap) {
         size_t cap = vm->cpus_in_len + len;
         uint8_t *n = realloc(vm->cpus_in, cap);
-        if (!n)
+        if (!n) {
+            cpus_in_reset(vm);
             return VMIG_ENOMEM;
+        }
         vm->cpus_in = n;
         vm->cpus_in_cap = cap;
     }
@@ -270,17 +281,54 @@ static int cpus_load(void *opaque, const void *buf, size_t len)
     return 0;
 }
 
+/* cpus_keep: check the whole blob as minivm_state_load would (format,
+ * limits, the same vCPU count as the checkpoints before), then let it
+ * replace the kept one. KVM sees only the one that failover applies. */
+static int cpus_keep(struct minivm *vm, char *msg, size_t msglen)
+{
+    struct minivm_state *st = malloc(sizeof(*st));
+    if (!st) {
+        snprintf(msg, msglen, "out of memory for the device state");
+        return -1;
+    }
+    int rc = minivm_state_parse(vm->cpus_in, vm->cpus_in_len, st, msg, msglen);
+    if (!rc && vm->cpus_kept && st->nvcpus != vm->cpus_kept_nvcpus) {
+        snprintf(msg, msglen, "device state has %u vCPUs, the checkpoints before it %u", st->nvcpus,
+                 vm->cpus_kept_nvcpus);
+        rc = -1;
+    }
+    if (!rc) {
+        free(vm->cpus_kept);
+        vm->cpus_kept = vm->cpus_in;
+        vm->cpus_kept_len = vm->cpus_in_len;
+        vm->cpus_kept_nvcpus = st->nvcpus;
+        vm->cpus_in = NULL; /* now the kept one's */
+    }
+    free(st);
+    return rc;
+}
+
 static int cpus_load_done(void *opaque)
 {
     struct minivm *vm = opaque;
     char msg[256];
-    int rc = minivm_state_load(vm, vm->cpus_in, vm->cpus_in_len, msg, sizeof(msg));
+    int rc = vm->cpus_keep ? cpus_keep(vm, msg, sizeof(msg))
+                           : minivm_state_load(vm, vm->cpus_in, vm->cpus_in_len, msg, sizeof(msg));
     if (rc)
         fprintf(stderr, "minivm: vCPU state refused: %s\n", msg);
-    free(vm->cpus_in);
-    vm->cpus_in = NULL;
-    vm->cpus_in_len = vm->cpus_in_cap = 0;
+    else
+        vm->cpus_loads++;
+    cpus_in_reset(vm);
     return rc ? VMIG_EPROTO : 0;
+}
+
+int minivm_cpus_apply_kept(struct minivm *vm, char *msg, size_t msglen)
+{
+    if (!vm->cpus_kept) {
+        snprintf(msg, msglen, "no vCPU state was committed");
+        return -1;
+    }
+    return minivm_state_load(vm, vm->cpus_kept, vm->cpus_kept_len, msg, msglen);
 }
 
 const vmig_device_ops minivm_cpus_ops = {
