@@ -541,13 +541,13 @@ int vmig_dest_run(vmig_session *s)
     for (uint32_t i = 0; i < hello.nblocks; i++)
         vmig_block_find(s, hello.blocks[i].name, NULL)->hello_index = i;
     s->nch = hello.channels;
-    s->p.channels = hello.channels;
+    __atomic_store_n(&s->p.channels, hello.channels, __ATOMIC_RELAXED); /* stats read it */
     s->p.packet_pages = hello.packet_pages;
     s->p.verify = hello.verify;
-    s->total_bytes = 0;
+    uint64_t total = 0;
     for (uint32_t i = 0; i < s->nblocks; i++) {
         vmig_block *b = &s->blocks[i];
-        s->total_bytes += b->length;
+        total += b->length;
         b->zero_hash = vmig_zero_page_hash(b->page_size);
         if ((uint64_t)b->page_size * hello.packet_pages > VMIG_WIRE_MAX_PAYLOAD) {
             rc = vmig_error_set(&e, VMIG_EPROTO, "block '%s': packets would exceed %u bytes",
@@ -555,6 +555,7 @@ int vmig_dest_run(vmig_session *s)
             goto fail;
         }
     }
+    __atomic_store_n(&s->total_bytes, total, __ATOMIC_RELAXED);
     if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, true, &e)) ||
         (s->colo && (rc = vmig_colo_dest_alloc(s, &e))))
         goto fail;
@@ -562,8 +563,8 @@ int vmig_dest_run(vmig_session *s)
     vmig_wire_ready_encode(vmig_codec_built_mask(), ready);
     if ((rc = vmig_ctl_write(s->control, VMIG_CTL_READY, ready, sizeof(ready), &e)))
         goto fail;
+    __atomic_store_n(&s->start_ns, vmig_now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
-    s->start_ns = vmig_now_ns();
 
     if ((rc = accept_data_channels(s, &hs, &e)))
         goto fail;

@@ -432,10 +432,12 @@ static void run_begin(vmig_session *s)
         vmig_channel *c = &s->ch[i];
         c->st_bytes = c->st_packets = c->st_busy_ns = c->st_cpu_ns = 0;
     }
-    s->total_bytes = 0;
+    uint64_t total = 0;
     for (uint32_t i = 0; i < s->nblocks; i++)
-        s->total_bytes += s->blocks[i].length;
-    s->start_ns = vmig_now_ns();
+        total += s->blocks[i].length;
+    /* atomics: vmig_stats_get() reads them from any thread */
+    __atomic_store_n(&s->total_bytes, total, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->start_ns, vmig_now_ns(), __ATOMIC_RELAXED);
     s->end_ns = 0;
     s->caller_cpu_start = vmig_thread_cpu_ns();
     __atomic_store_n(&s->state, VMIG_STATE_SETUP, __ATOMIC_RELEASE);
@@ -622,11 +624,11 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     memset(o, 0, sizeof(*o));
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
     o->state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
-    o->channels = s->p.channels;
+    o->channels = LD(s->p.channels);
     uint64_t end = __atomic_load_n(&s->end_ns, __ATOMIC_ACQUIRE);
     if (o->state != VMIG_STATE_NEW)
-        o->elapsed_ns = (end ? end : vmig_now_ns()) - s->start_ns;
-    o->total_bytes = s->total_bytes;
+        o->elapsed_ns = (end ? end : vmig_now_ns()) - LD(s->start_ns);
+    o->total_bytes = LD(s->total_bytes);
     o->normal_pages = LD(s->st_normal);
     o->zero_pages = LD(s->st_zero);
     o->packets = LD(s->st_packets);
