@@ -643,7 +643,7 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
             o->cpu_ns =
                 (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - s->caller_cpu_start;
     }
-    for (uint32_t i = 0; i < s->p.channels && i < VMIG_MAX_CHANNELS; i++) {
+    for (uint32_t i = 0; i < o->channels && i < VMIG_MAX_CHANNELS; i++) {
         o->ch[i].bytes = LD(s->ch[i].st_bytes);
         o->ch[i].packets = LD(s->ch[i].st_packets);
         o->ch[i].busy_ns = LD(s->ch[i].st_busy_ns);
