@@ -60,26 +60,40 @@ static uint64_t valid_bits(const vmig_flush_region *r, uint64_t w)
 }
 
 #if HAVE_STREAM
+/* 64 bytes, one cache line, with non-temporal stores. */
+static inline void stream_line(uint8_t *dst, const uint8_t *src)
+{
+    __m128i a = _mm_load_si128((const __m128i *)(const void *)src);
+    __m128i b = _mm_load_si128((const __m128i *)(const void *)(src + 16));
+    __m128i c = _mm_load_si128((const __m128i *)(const void *)(src + 32));
+    __m128i d = _mm_load_si128((const __m128i *)(const void *)(src + 48));
+    _mm_stream_si128((__m128i *)(void *)dst, a);
+    _mm_stream_si128((__m128i *)(void *)(dst + 16), b);
+    _mm_stream_si128((__m128i *)(void *)(dst + 32), c);
+    _mm_stream_si128((__m128i *)(void *)(dst + 48), d);
+}
+
 /*
  * Copy with non-temporal stores: the pages go to RAM without first being
  * read into the cache (a normal store's read for ownership) and without
  * evicting anything. The flush writes each page once and nothing reads it
- * soon, so that halves its memory traffic; glibc's memcpy streams only
- * copies above a large threshold, never the page-sized runs of a spread
- * pattern. dst and src are 16-byte aligned, n a multiple of 64 (pages).
+ * soon, so that cuts its memory traffic by a third; glibc's memcpy streams
+ * only copies above a large threshold, never the page-sized runs of a
+ * spread pattern. Runs of 16 KiB and more are copied four 4 KiB blocks at
+ * a time, a line of each in turn (four read streams keep more of the
+ * memory system busy than one: on this machine 7.1 against 5.7 GB/s for
+ * 1 MiB runs, and as fast as glibc's own large copy for 512 MiB runs).
+ * dst and src are 16-byte aligned, n a multiple of 64 (whole pages).
  */
 static void stream_copy(uint8_t *dst, const uint8_t *src, size_t n)
 {
-    for (size_t i = 0; i < n; i += 64) {
-        __m128i a = _mm_load_si128((const __m128i *)(const void *)(src + i));
-        __m128i b = _mm_load_si128((const __m128i *)(const void *)(src + i + 16));
-        __m128i c = _mm_load_si128((const __m128i *)(const void *)(src + i + 32));
-        __m128i d = _mm_load_si128((const __m128i *)(const void *)(src + i + 48));
-        _mm_stream_si128((__m128i *)(void *)(dst + i), a);
-        _mm_stream_si128((__m128i *)(void *)(dst + i + 16), b);
-        _mm_stream_si128((__m128i *)(void *)(dst + i + 32), c);
-        _mm_stream_si128((__m128i *)(void *)(dst + i + 48), d);
-    }
+    size_t i = 0;
+    for (; i + 4 * 4096 <= n; i += 4 * 4096)
+        for (size_t l = 0; l < 4096; l += 64)
+            for (size_t b = 0; b < 4 * 4096; b += 4096)
+                stream_line(dst + i + b + l, src + i + b + l);
+    for (; i < n; i += 64)
+        stream_line(dst + i, src + i);
 }
 #endif
 
