@@ -648,6 +648,7 @@ int vmig_dest_run(vmig_session *s)
                                &e);
     if (rc) {
         vmig_error why = e;
+        e = (vmig_error){0}; /* vmig_error_set keeps a first error */
         rc = vmig_error_set(&e, rc, "the source did not commit the switchover: %s", why.msg);
         goto fail;
     }
