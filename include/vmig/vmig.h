@@ -508,6 +508,34 @@ int vmig_colo_checkpoint_request(vmig_session *s);
 int vmig_colo_secondary(vmig_session *s, vmig_error *err);
 
 /*
+ * Fault sites, for tests (docs/faults.md). `spec` is a comma-separated
+ * list of faults, each SITE[:KEY=VALUE]..., SITE a name or its number:
+ *   close   (1) shut the channel's connection down (both ways), as a cut link
+ *   stall   (2) the channel sleeps ms=N milliseconds (default 1000)
+ *   corrupt (3) flip a bit of the packet header (its CRC then fails)
+ *   alloc   (4) the n=N-th allocation of channel buffers fails (default 1)
+ *   kill    (5) the process kills itself (SIGKILL), as a crashed peer
+ * Keys: ch=N|any (default any) the channel; pkt=N (default 1) the N-th
+ * packet that channel sends (source: RAM packets) or receives
+ * (destination: any packet), counted from each migration's start;
+ * role=src|dst the fault only for a session of that role. Each fault
+ * fires once. Replaces the session's faults; "" clears them; VMIG_ESTATE
+ * while a migration runs. The environment variable VMIG_FAULTS, when set,
+ * is applied this way to every session at creation (a bad one is
+ * reported on stderr and ignored), so that tests can inject into tools.
+ */
+enum vmig_fault_site {
+    VMIG_FAULT_CLOSE = 1,
+    VMIG_FAULT_STALL = 2,
+    VMIG_FAULT_CORRUPT = 3,
+    VMIG_FAULT_ALLOC = 4,
+    VMIG_FAULT_KILL = 5,
+};
+int vmig_fault_set(vmig_session *s, const char *spec, vmig_error *err);
+/* "close", ..., "unknown". */
+const char *vmig_fault_site_name(uint32_t site);
+
+/*
  * Ask a running vmig_migrate() or vmig_incoming_run() to stop. Safe from
  * any thread, including a signal handler-free monitor thread. The running
  * call returns VMIG_ECANCELED.
@@ -613,6 +641,7 @@ typedef struct vmig_stats {
     uint64_t ckpt_flush_ns;  /* secondary: flush of the last checkpoint */
     uint32_t flush_threads;  /* secondary: threads of the RAM-cache flush */
     uint32_t ckpt_discarded; /* secondary: 1 when an incomplete checkpoint was thrown away */
+    uint32_t faults_fired;   /* faults of vmig_fault_set / VMIG_FAULTS that fired */
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

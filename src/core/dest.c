@@ -216,6 +216,8 @@ static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
     vmig_session *s = c->s;
     vmig_pkt_hdr h;
     int rc = vmig_conn_read_all(c->conn, c->hdr, VMIG_PKT_HDR_LEN, "a packet header", err);
+    if (!rc)
+        rc = vmig_fault_packet(c, c->hdr, VMIG_PKT_HDR_LEN, err);
     if (rc)
         return rc;
     rc = vmig_wire_pkt_decode_hdr(c->hdr, &h, s->p.packet_pages, err);
@@ -351,7 +353,7 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
     uint32_t pp = s->p.packet_pages;
     for (uint32_t i = 0; i < s->nch; i++) {
         vmig_channel *c = &s->ch[i];
-        c->hdr = malloc(VMIG_PKT_HDR_LEN + 8 * (size_t)pp);
+        c->hdr = vmig_fault_alloc(s) ? NULL : malloc(VMIG_PKT_HDR_LEN + 8 * (size_t)pp);
         c->iov = malloc(sizeof(struct iovec) * pp);
         c->offsets = malloc(sizeof(uint64_t) * pp);
         c->pages = malloc(sizeof(uint8_t *) * pp);

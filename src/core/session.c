@@ -44,6 +44,7 @@ int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_para
         pthread_cond_init(&s->ch[i].work, NULL);
     }
     s->state = VMIG_STATE_NEW;
+    vmig_fault_from_env(s);
     *out = s;
     return 0;
 }
@@ -431,7 +432,9 @@ static void run_begin(vmig_session *s)
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
         c->st_bytes = c->st_packets = c->st_busy_ns = c->st_cpu_ns = 0;
+        c->fault_pkts = 0; /* a fault's packet counts from each run's start */
     }
+    __atomic_store_n(&s->alloc_calls, 0, __ATOMIC_RELAXED);
     uint64_t total = 0;
     for (uint32_t i = 0; i < s->nblocks; i++)
         total += s->blocks[i].length;
@@ -692,6 +695,7 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     o->ckpt_flush_ns = LD(s->st_ckpt_flush_ns);
     o->flush_threads = LD(s->st_flush_threads);
     o->ckpt_discarded = LD(s->st_ckpt_discarded);
+    o->faults_fired = (uint32_t)LD(s->st_faults);
     pthread_mutex_lock(&s->lock);
     memcpy(o->deflate_path, s->deflate_desc, sizeof(o->deflate_path));
     pthread_mutex_unlock(&s->lock);

@@ -107,6 +107,18 @@ typedef struct vmig_job {
 
 #define VMIG_QUEUE_DEPTH 4
 
+/* An armed fault (fault.c): site, channel (or any), the packet that fires
+ * it, a stall's length, the allocation that fails; fired once (atomic). */
+#define VMIG_MAX_FAULTS        8
+#define VMIG_FAULT_ANY_CHANNEL UINT32_MAX
+typedef struct vmig_fault {
+    uint8_t site; /* enum vmig_fault_site */
+    uint32_t ch;
+    uint64_t pkt;
+    uint32_t ms, n;
+    int fired;
+} vmig_fault;
+
 typedef struct vmig_channel {
     struct vmig_session *s;
     uint32_t id;
@@ -136,6 +148,8 @@ typedef struct vmig_channel {
     uint8_t *zres;
     /* Statistics (atomics, readable from any thread). */
     uint64_t st_bytes, st_packets, st_busy_ns, st_cpu_ns;
+    /* Packets this channel's thread has counted for fault sites (fault.c). */
+    uint64_t fault_pkts;
     /* Source: the last pass whose SYNC this channel wrote (under s->lock). */
     uint32_t sent_pass;
     /* Destination: sequence and pass checks. */
@@ -203,6 +217,10 @@ struct vmig_session {
      * VM paused), 0 between checkpoints; the heartbeat thread watches it */
     uint64_t colo_sending;
     bool colo_protected; /* primary: checkpoint 0 was acknowledged */
+    /* Fault sites (fault.c): set before a run, read by the channel threads. */
+    vmig_fault faults[VMIG_MAX_FAULTS];
+    uint32_t nfaults;
+    uint64_t alloc_calls, st_faults; /* atomics */
     uint64_t st_ckpts, st_ckpt_bytes, st_ckpt_pause_ns, st_ckpt_pause_max_ns,
         st_ckpt_pause_total_ns;
     uint64_t st_ckpt_commit_ns, st_ckpt_commit_max_ns, st_ckpt_flush_ns;
@@ -390,6 +408,18 @@ int vmig_colo_ctl_write(vmig_session *s, unsigned type, const uint8_t *payload, 
  * heartbeat-timeout). */
 int vmig_colo_hb_start(vmig_session *s, vmig_error *err);
 void vmig_colo_hb_stop(vmig_session *s);
+
+/* Fault sites (fault.c). Before each packet a channel sends (source) or
+ * after each header it reads (destination): may shut the connection down,
+ * sleep, flip a header bit or kill the process. */
+void vmig_fault_from_env(vmig_session *s);
+int vmig_fault_packet_slow(vmig_channel *c, uint8_t *hdr, size_t hdr_len, vmig_error *err);
+static inline int vmig_fault_packet(vmig_channel *c, uint8_t *hdr, size_t hdr_len, vmig_error *err)
+{
+    return c->s->nfaults ? vmig_fault_packet_slow(c, hdr, hdr_len, err) : 0;
+}
+/* Should this allocation fail (the fault "alloc" with n = its number)? */
+bool vmig_fault_alloc(vmig_session *s);
 /* Digest of the pages set in each block's `map` from their page hashes
  * (zeros with verify=off), into dg[nblocks]. */
 void vmig_colo_digests(vmig_session *s, bool dest, uint8_t (*dg)[16]);

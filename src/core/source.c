@@ -210,8 +210,11 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_job *const *ahead, uint
         }
     }
     uint64_t bytes = hlen + out;
+    int rc = vmig_fault_packet(c, c->hdr, hlen, err);
+    if (rc)
+        return rc;
     vmig_rate_wait(s, bytes);
-    int rc = vmig_conn_write_full(c->conn, iov, niov, "a RAM packet", err);
+    rc = vmig_conn_write_full(c->conn, iov, niov, "a RAM packet", err);
     if (rc)
         return rc;
     if (s->p.compression == VMIG_COMPRESSION_AUTO && s->auto_mask != 1u << VMIG_CODEC_NONE &&
@@ -487,7 +490,7 @@ static int alloc_channels(vmig_session *s, vmig_error *err)
     uint32_t pp = s->p.packet_pages;
     for (uint32_t i = 0; i < s->nch; i++) {
         vmig_channel *c = &s->ch[i];
-        c->hdr = malloc(VMIG_PKT_HDR_LEN + 8 * (size_t)pp);
+        c->hdr = vmig_fault_alloc(s) ? NULL : malloc(VMIG_PKT_HDR_LEN + 8 * (size_t)pp);
         c->iov = malloc(sizeof(struct iovec) * (pp + 1));
         c->offsets = malloc(sizeof(uint64_t) * pp);
         c->pages = malloc(sizeof(uint8_t *) * pp);

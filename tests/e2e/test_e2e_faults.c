@@ -1,0 +1,284 @@
+/*
+ * The numbered fault sites (vmig_fault_set, VMIG_FAULTS), each on a live
+ * migration between two sessions of this process: a cut or corrupted
+ * channel and a failed allocation end the migration with a clear error on
+ * both sides and the source VM running with its memory intact; a stall
+ * only delays it; a destination that kills itself (a child process, armed
+ * through VMIG_FAULTS) leaves the source intact too. And the spec parser.
+ *
+ * Role of a child: test_e2e_faults dest URI SIZE FD
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vmig/vmig.h>
+
+#include "../testutil.h"
+#include "../tu_migrate.h"
+#include "live.h"
+#include "../tu_vm.h"
+
+#define MiB  (1ull << 20)
+#define SIZE (8 * MiB)
+
+extern char **environ;
+
+static char dir[] = "/tmp/vmig-faults-XXXXXX";
+
+static void params_for(vmig_params *p)
+{
+    vmig_params_init(p);
+    p->channels = 2;
+    p->packet_pages = 16; /* 64 KiB packets: a few hundred per migration */
+    p->dirty_track = VMIG_DIRTY_WP;
+    p->max_bandwidth = 40 * MiB;
+    p->compression = VMIG_CODEC_NONE;
+    p->connect_timeout_ms = 3000;
+}
+
+static int child_dest(const char *uri, int fd)
+{
+    uint8_t *mem = tu_map(SIZE);
+    vmig_params p;
+    params_for(&p);
+    vmig_session *s;
+    vmig_error e = {0};
+    static tu_vm dvm;
+    if (vmig_session_create(&s, VMIG_ROLE_DEST, &p, &e) ||
+        vmig_ram_add(s, "ram", mem, SIZE, 4096, VMIG_RAM_ZEROED, &e) ||
+        vmig_set_vm_ops(s, &tu_vm_dst_ops, &dvm) || vmig_incoming_listen(s, uri, &e)) {
+        fprintf(stderr, "child dest: %s\n", e.msg);
+        return 1;
+    }
+    if (write(fd, "ready\n", 6) != 6)
+        return 1;
+    close(fd);
+    int rc = vmig_incoming_run(s, &e);
+    vmig_session_free(s);
+    return rc ? 1 : 0;
+}
+
+/* The source after a failed migration: running, unthrottled, intact. */
+static void check_source(tu_vm *vm, const char *what)
+{
+    char msg[256];
+    CHECK(vm->stops == vm->resumes, "%s: %d stops, %d resumes", what, vm->stops, vm->resumes);
+    uint64_t w0 = tu_vm_writes(vm);
+    usleep(30000);
+    CHECK(tu_vm_writes(vm) > w0, "%s: the VM does not run after the failure", what);
+    CHECK(tu_vm_intact(vm, msg, sizeof(msg)), "%s: source memory: %s", what, msg);
+    CHECK(vm->last_throttle == 0, "%s: left throttled", what);
+}
+
+typedef struct outcome {
+    int src_rc, dst_rc;
+    vmig_error src, dst;
+    uint32_t src_fired, dst_fired;
+    double secs;
+} outcome;
+
+/* One migration with src_spec on the source and dst_spec on the destination. */
+static outcome run(const char *name, const char *src_spec, const char *dst_spec, tu_vm *vm)
+{
+    char uri[160];
+    snprintf(uri, sizeof(uri), "unix:%s/%s.sock", dir, name);
+    vmig_params p;
+    params_for(&p);
+    uint8_t *dmem = tu_map(SIZE);
+    vmig_session *src, *dst;
+    vmig_error e = {0};
+    static tu_vm dvm;
+    REQUIRE(vmig_session_create(&src, VMIG_ROLE_SOURCE, &p, &e) == 0, "%s", e.msg);
+    REQUIRE(vmig_ram_add(src, "ram", vm->mem, SIZE, 4096, 0, &e) == 0, "%s", e.msg);
+    vmig_set_vm_ops(src, &tu_vm_src_ops, vm);
+    REQUIRE(vmig_session_create(&dst, VMIG_ROLE_DEST, &p, &e) == 0, "%s", e.msg);
+    REQUIRE(vmig_ram_add(dst, "ram", dmem, SIZE, 4096, VMIG_RAM_ZEROED, &e) == 0, "%s", e.msg);
+    vmig_set_vm_ops(dst, &tu_vm_dst_ops, &dvm);
+    REQUIRE(vmig_fault_set(src, src_spec, &e) == 0, "source faults '%s': %s", src_spec, e.msg);
+    REQUIRE(vmig_fault_set(dst, dst_spec, &e) == 0, "destination faults '%s': %s", dst_spec, e.msg);
+    REQUIRE(vmig_incoming_listen(dst, uri, &e) == 0, "%s", e.msg);
+    tu_side S = {.s = src, .uri = uri}, D = {.s = dst};
+    pthread_t ts, td;
+    uint64_t t0 = tu_now_ns();
+    pthread_create(&td, NULL, tu_run_dst, &D);
+    pthread_create(&ts, NULL, tu_run_src, &S);
+    pthread_join(ts, NULL);
+    /* A source that failed before it connected leaves the destination
+     * waiting for a connection: cancel it after a while. */
+    for (int i = 0; S.rc && i < 300 && !__atomic_load_n(&D.done, __ATOMIC_ACQUIRE); i++)
+        usleep(10000);
+    if (!__atomic_load_n(&D.done, __ATOMIC_ACQUIRE))
+        vmig_cancel(dst);
+    pthread_join(td, NULL);
+    outcome o = {.src_rc = S.rc, .dst_rc = D.rc, .src = S.err, .dst = D.err};
+    o.secs = (double)(tu_now_ns() - t0) / 1e9;
+    vmig_stats st;
+    vmig_stats_get(src, &st);
+    o.src_fired = st.faults_fired;
+    vmig_stats_get(dst, &st);
+    o.dst_fired = st.faults_fired;
+    printf("%-22s %.2f s | source: %s | destination: %s\n", name, o.secs,
+           o.src_rc ? o.src.msg : "ok", o.dst_rc ? o.dst.msg : "ok");
+    vmig_session_free(src);
+    vmig_session_free(dst);
+    munmap(dmem, SIZE);
+    return o;
+}
+
+static void test_sites(void)
+{
+    static tu_vm vm;
+    tu_vm_init(&vm, SIZE, 4 * MiB, SIZE / 2, 1, 7);
+
+    outcome o = run("no-fault", "", "", &vm);
+    CHECK(o.src_rc == 0 && o.dst_rc == 0, "no fault: %s / %s", o.src.msg, o.dst.msg);
+    double base = o.secs;
+    tu_vm_resume(&vm); /* a completed migration leaves the source stopped */
+
+    o = run("close-src", "close:ch=1:pkt=10", "", &vm);
+    CHECK(o.src_rc != 0 && o.dst_rc != 0 && o.src_fired == 1, "close on the source: rc %d %d",
+          o.src_rc, o.dst_rc);
+    check_source(&vm, "close-src");
+
+    o = run("close-dst", "", "close:ch=0:pkt=5", &vm);
+    CHECK(o.src_rc != 0 && o.dst_rc != 0 && o.dst_fired == 1, "close on the destination: rc %d %d",
+          o.src_rc, o.dst_rc);
+    check_source(&vm, "close-dst");
+
+    o = run("corrupt-src", "corrupt:pkt=7", "", &vm);
+    CHECK(o.src_rc != 0 && o.dst_rc == VMIG_EPROTO && strstr(o.dst.msg, "does not match"),
+          "corrupt on the source: destination %d %s", o.dst_rc, o.dst.msg);
+    CHECK(strstr(o.src.msg, "does not match"), "the source reports the destination's reason: %s",
+          o.src.msg);
+    check_source(&vm, "corrupt-src");
+
+    o = run("corrupt-dst", "", "corrupt:ch=1:pkt=3", &vm);
+    CHECK(o.src_rc != 0 && o.dst_rc == VMIG_EPROTO && strstr(o.dst.msg, "does not match"),
+          "corrupt on the destination: %d %s", o.dst_rc, o.dst.msg);
+    check_source(&vm, "corrupt-dst");
+
+    o = run("alloc-src", "alloc:n=2", "", &vm);
+    CHECK(o.src_rc == VMIG_ENOMEM && strstr(o.src.msg, "channel 1") && o.src_fired == 1 &&
+              o.dst_rc == VMIG_ECANCELED,
+          "alloc on the source: %d %s / %d %s", o.src_rc, o.src.msg, o.dst_rc, o.dst.msg);
+    check_source(&vm, "alloc-src");
+
+    o = run("alloc-dst", "", "4", &vm); /* by number */
+    CHECK(o.dst_rc == VMIG_ENOMEM && o.src_rc != 0 && strstr(o.src.msg, "out of memory"),
+          "alloc on the destination: source %d %s / destination %d %s", o.src_rc, o.src.msg,
+          o.dst_rc, o.dst.msg);
+    check_source(&vm, "alloc-dst");
+
+    o = run("stall", "stall:ch=0:pkt=3:ms=600", "stall:ch=1:pkt=2:ms=300", &vm);
+    CHECK(o.src_rc == 0 && o.dst_rc == 0 && o.src_fired == 1 && o.dst_fired == 1,
+          "stalls: %d %s / %d %s (fired %u %u)", o.src_rc, o.src.msg, o.dst_rc, o.dst.msg,
+          o.src_fired, o.dst_fired);
+    CHECK(o.secs >= 0.6 && o.secs > base, "stalls: %.2f s (%.2f s without)", o.secs, base);
+    tu_vm_resume(&vm);
+    tu_vm_free(&vm);
+}
+
+static void test_kill(void)
+{
+    static tu_vm vm;
+    tu_vm_init(&vm, SIZE, 4 * MiB, SIZE / 2, 1, 8);
+    char uri[160], sfd[16];
+    snprintf(uri, sizeof(uri), "unix:%s/kill.sock", dir);
+    int pfd[2];
+    REQUIRE(pipe(pfd) == 0, "pipe");
+    snprintf(sfd, sizeof(sfd), "%d", pfd[1]);
+    /* the child inherits VMIG_FAULTS; this process's sessions are made before */
+    setenv("VMIG_FAULTS", "kill:role=dst:pkt=20", 1);
+    char *argv[] = {"test_e2e_faults", "dest", uri, sfd, NULL};
+    pid_t pid;
+    REQUIRE(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ) == 0, "spawn");
+    unsetenv("VMIG_FAULTS");
+    close(pfd[1]);
+    char buf[8] = {0};
+    REQUIRE(read(pfd[0], buf, 6) == 6, "the destination child did not start");
+    close(pfd[0]);
+    vmig_params p;
+    params_for(&p);
+    vmig_session *s;
+    vmig_error e = {0};
+    REQUIRE(vmig_session_create(&s, VMIG_ROLE_SOURCE, &p, &e) == 0, "%s", e.msg);
+    REQUIRE(vmig_ram_add(s, "ram", vm.mem, SIZE, 4096, 0, &e) == 0, "%s", e.msg);
+    vmig_set_vm_ops(s, &tu_vm_src_ops, &vm);
+    int rc = vmig_migrate(s, uri, &e);
+    int st;
+    waitpid(pid, &st, 0);
+    printf("kill-dst               the destination %s; source: %s\n",
+           WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? "killed itself" : "did not die",
+           rc ? e.msg : "ok");
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the destination did not kill itself (0x%x)",
+          st);
+    CHECK(rc != 0, "the migration to a dead destination succeeded");
+    check_source(&vm, "kill-dst");
+    vmig_session_free(s);
+    tu_vm_free(&vm);
+}
+
+static void test_parse(void)
+{
+    vmig_session *s;
+    vmig_error e = {0};
+    REQUIRE(vmig_session_create(&s, VMIG_ROLE_SOURCE, NULL, &e) == 0, "%s", e.msg);
+    static const char *const good[] = {"",
+                                       "close",
+                                       "1",
+                                       "stall:ms=5",
+                                       "corrupt:ch=3:pkt=9",
+                                       "alloc:n=4",
+                                       "kill:role=dst",
+                                       "close:ch=any,stall:ch=0:pkt=2:ms=10,corrupt:role=source"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        e = (vmig_error){0};
+        CHECK(vmig_fault_set(s, good[i], &e) == 0, "'%s' refused: %s", good[i], e.msg);
+    }
+    static const char *const bad[][2] = {
+        {"explode", "no such site"},
+        {"6", "no such site"},
+        {"close:ch=64", "bad ch"},
+        {"close:pkt=0", "bad pkt"},
+        {"stall:ms=0", "bad ms"},
+        {"stall:ms=x", "bad ms"},
+        {"close:when=1", "unknown"},
+        {"close:ch", "KEY=VALUE"},
+        {"close:role=both", "bad role"},
+        {"alloc:n=-1", "bad n"},
+        {"close,close,close,close,close,close,close,close,close", "more than 8"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        e = (vmig_error){0};
+        int rc = vmig_fault_set(s, bad[i][0], &e);
+        CHECK(rc == VMIG_EINVAL && strstr(e.msg, bad[i][1]), "'%s': %d %s", bad[i][0], rc, e.msg);
+    }
+    CHECK(!strcmp(vmig_fault_site_name(VMIG_FAULT_CORRUPT), "corrupt") &&
+              !strcmp(vmig_fault_site_name(0), "unknown") &&
+              !strcmp(vmig_fault_site_name(6), "unknown"),
+          "site names");
+    /* a fault for the other role is not armed */
+    CHECK(vmig_fault_set(s, "close:role=dst", &e) == 0, "role=dst on a source");
+    vmig_session_free(s);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && !strcmp(argv[1], "dest"))
+        return child_dest(argv[2], atoi(argv[3]));
+    signal(SIGPIPE, SIG_IGN);
+    if (vmig_dirty_track_probe(VMIG_DIRTY_WP, NULL))
+        SKIP("no userfaultfd write-protect here (the live source needs it)");
+    REQUIRE(mkdtemp(dir), "mkdtemp");
+    test_parse();
+    test_sites();
+    test_kill();
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return tu_result("test_e2e_faults");
+}
