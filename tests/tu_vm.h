@@ -8,6 +8,7 @@
 #define VMIG_TU_VM_H
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #define TU_STATE_LEN 4096
 
@@ -142,6 +143,31 @@ static inline bool tu_vm_intact(tu_vm *vm, char *msg, size_t len)
     if (!st.paused)
         vmig_live_resume(vm->live);
     return rc == 0;
+}
+
+/*
+ * The destination role of a test's child process: one "ram" block of
+ * `size` bytes, listening on `uri`; writes "ready" on fd once it listens,
+ * then receives. Exit status 0 (received) or 1.
+ */
+static inline int tu_child_dest(const char *uri, uint64_t size, const vmig_params *p, int fd)
+{
+    uint8_t *mem = tu_map(size);
+    vmig_session *s;
+    vmig_error e = {0};
+    static tu_vm dvm;
+    if (vmig_session_create(&s, VMIG_ROLE_DEST, p, &e) ||
+        vmig_ram_add(s, "ram", mem, size, 4096, VMIG_RAM_ZEROED, &e) ||
+        vmig_set_vm_ops(s, &tu_vm_dst_ops, &dvm) || vmig_incoming_listen(s, uri, &e)) {
+        fprintf(stderr, "child dest: %s\n", e.msg);
+        return 1;
+    }
+    if (write(fd, "ready\n", 6) != 6)
+        return 1;
+    close(fd);
+    int rc = vmig_incoming_run(s, &e);
+    vmig_session_free(s);
+    return rc ? 1 : 0;
 }
 
 #endif

@@ -42,24 +42,9 @@ static void params_for(vmig_params *p)
 
 static int child_dest(const char *uri, int fd)
 {
-    uint8_t *mem = tu_map(SIZE);
     vmig_params p;
     params_for(&p);
-    vmig_session *s;
-    vmig_error e = {0};
-    static tu_vm dvm;
-    if (vmig_session_create(&s, VMIG_ROLE_DEST, &p, &e) ||
-        vmig_ram_add(s, "ram", mem, SIZE, 4096, VMIG_RAM_ZEROED, &e) ||
-        vmig_set_vm_ops(s, &tu_vm_dst_ops, &dvm) || vmig_incoming_listen(s, uri, &e)) {
-        fprintf(stderr, "child dest: %s\n", e.msg);
-        return 1;
-    }
-    if (write(fd, "ready\n", 6) != 6)
-        return 1;
-    close(fd);
-    int rc = vmig_incoming_run(s, &e);
-    vmig_session_free(s);
-    return rc ? 1 : 0;
+    return tu_child_dest(uri, SIZE, &p, fd);
 }
 
 /* The source after a failed migration: running, unthrottled, intact. */

@@ -34,22 +34,7 @@ extern char **environ;
 
 static int child_dest(const char *uri, uint64_t size, int fd)
 {
-    uint8_t *mem = tu_map(size);
-    vmig_session *s;
-    vmig_error e = {0};
-    static tu_vm dvm;
-    if (vmig_session_create(&s, VMIG_ROLE_DEST, NULL, &e) ||
-        vmig_ram_add(s, "ram", mem, size, 4096, VMIG_RAM_ZEROED, &e) ||
-        vmig_set_vm_ops(s, &tu_vm_dst_ops, &dvm) || vmig_incoming_listen(s, uri, &e)) {
-        fprintf(stderr, "child dest: %s\n", e.msg);
-        return 1;
-    }
-    if (write(fd, "ready\n", 6) != 6)
-        return 1;
-    close(fd);
-    int rc = vmig_incoming_run(s, &e);
-    vmig_session_free(s);
-    return rc ? 1 : 0;
+    return tu_child_dest(uri, size, NULL, fd);
 }
 
 /* seed % 3 == 0: the source kills itself when it stops its VM (switchover). */
