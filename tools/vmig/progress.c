@@ -102,6 +102,10 @@ void cli_print_common_help(FILE *f)
                "destination takes them from the source):\n");
     for (const vmig_param_info *p = vmig_params_table(); p->name; p++)
         fprintf(f, "  %-20s %-18s default %s\n      %s\n", p->name, p->values, p->def, p->help);
+    fprintf(f, "\nEnvironment:\n"
+               "  VMIG_FAULTS=SPEC        arm fault sites in every session, for tests: e.g.\n"
+               "                          close:role=src:ch=1:pkt=100 (sites close, stall,\n"
+               "                          corrupt, alloc, kill; docs/faults.md)\n");
     fprintf(f, "\nExit status:\n"
                "  0  the migration completed and the destination confirmed it\n"
                "  1  the migration failed (the reason is printed on stderr)\n"
