@@ -129,17 +129,6 @@ static void ckpt(vmig_conn *ctl, uint64_t id, uint32_t pass, uint32_t nblocks, u
     tf_ctl(ctl, VMIG_CTL_CKPT, buf, n);
 }
 
-static int count_threads(void)
-{
-    DIR *dd = opendir("/proc/self/task");
-    int n = 0;
-    for (struct dirent *de; dd && (de = readdir(dd));)
-        n += de->d_name[0] != '.';
-    if (dd)
-        closedir(dd);
-    return n;
-}
-
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -157,7 +146,7 @@ int main(void)
     sec_end(&d, "HELLO with COLO and DEVSTATE", VMIG_EPROTO, "over the data channels");
     vmig_conn_close(ctl);
     /* counted after a first case: a sanitizer's own thread starts with the first thread */
-    threads0 = count_threads();
+    threads0 = tu_count_threads();
 
     /* a plain HELLO to a secondary */
     sec_start(&d, n++);
@@ -244,7 +233,7 @@ int main(void)
     vmig_conn_close(ctl);
     sec_end(&d, "primary closed before checkpoint 0", VMIG_ECONN, "nothing to take over");
 
-    int threads1 = count_threads();
+    int threads1 = tu_count_threads();
     CHECK(threads1 == threads0, "%d threads before, %d after", threads0, threads1);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

@@ -85,17 +85,6 @@ static pid_t spawn(char *const argv[])
     return pid;
 }
 
-static int count_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    int n = 0;
-    for (struct dirent *de; d && (de = readdir(d));)
-        n += de->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
-}
-
 typedef struct killer {
     pid_t pid;
     uint64_t delay_us;
@@ -222,7 +211,7 @@ static void test_sender_killed(uint64_t *rng)
     snprintf(uri, sizeof(uri), "unix:%s/src.sock", dir);
     REQUIRE(vmig_incoming_listen(d, uri, &e) == 0, "%s", e.msg);
     snprintf(ssize, sizeof(ssize), "%llu", (unsigned long long)size);
-    int threads0 = count_threads();
+    int threads0 = tu_count_threads();
     int failed = 0;
     for (int t = 0; t <= TRIALS; t++) {
         bool last = t == TRIALS; /* the last source is not killed: the session receives again */
@@ -271,7 +260,7 @@ static void test_sender_killed(uint64_t *rng)
         vmig_stats_get(d, &st);
         CHECK(st.state == (b.rc ? VMIG_STATE_FAILED : VMIG_STATE_COMPLETED), "state %s",
               vmig_state_name(st.state));
-        int threads = count_threads();
+        int threads = tu_count_threads();
         CHECK(threads == threads0, "trial %d: %d threads left, %d before", t, threads, threads0);
         fprintf(stderr, "  sender %s after %.3f s: destination %s after %.3f s: %s\n",
                 last ? "not killed" : "killed", last ? 0.0 : (double)k.delay_us / 1e6,
