@@ -42,13 +42,16 @@
 #include "../testutil.h"
 #include "../tu_migrate.h"
 
-#define PG          4096u
-#define NPAGES      4096u /* 16 MiB */
-#define DEV_BLOB    10000u
-#define DEV_LEN     (16u + DEV_BLOB)
-#define DEV_MAGIC   0x44564d4445563031ull /* "DVMDEV01" */
-#define RATE        20000u                /* writer steps per second (80 MB/s of page writes) */
-#define HB_MS       400u
+#define PG        4096u
+#define NPAGES    4096u /* 16 MiB */
+#define DEV_BLOB  10000u
+#define DEV_LEN   (16u + DEV_BLOB)
+#define DEV_MAGIC 0x44564d4445563031ull /* "DVMDEV01" */
+#define RATE      20000u                /* writer steps per second (80 MB/s of page writes) */
+#define HB_MS     400u
+/* Silence is measured from the last frame heard, and a heartbeat goes out
+ * every HB_MS / 4: a peer stopped right after one is given up HB_MS after
+ * it, one stopped right before the next about 3/4 HB_MS after the stop. */
 #define KILL_TRIALS 20
 
 extern char **environ;
@@ -439,9 +442,10 @@ static unsigned read_log(const char *path, uint64_t *steps, unsigned cap)
     return n;
 }
 
-enum kill_mode { K_DELAY, K_FLUSH, K_LOAD, K_SILENT, K_SILENT_EARLY, K_MODES };
-static const char *const mode_names[] = {"at a random moment", "in the flush", "in the device load",
-                                         "silent (SIGSTOP)", "silent before ckpt 0"};
+enum kill_mode { K_DELAY, K_FLUSH, K_LOAD, K_SILENT, K_SILENT_EARLY, K_MID, K_MODES };
+static const char *const mode_names[] = {"at a random moment",   "in the flush",
+                                         "in the device load",   "silent (SIGSTOP)",
+                                         "silent before ckpt 0", "in a transfer"};
 
 typedef struct trial {
     dvm *vm;
@@ -488,7 +492,8 @@ static void sec_event(void *o, vmig_session *s, const vmig_event *ev)
               (unsigned long long)S);
         if (ev->checkpoint < 4096)
             t->step_at[ev->checkpoint] = S;
-        t->committed = ev->checkpoint + 1;
+        /* atomic: the killer thread of K_MID waits for it */
+        __atomic_store_n(&t->committed, ev->checkpoint + 1, __ATOMIC_RELEASE);
         break;
     }
     case VMIG_EVENT_FAILOVER:
@@ -507,6 +512,7 @@ typedef struct delayed {
     uint64_t delay_us;
     int sig;
     vmig_session *after_data; /* count the delay from the first page received */
+    vmig_session *mid;        /* K_MID: the signal goes 3 packets into checkpoint 2's transfer */
 } delayed;
 
 static void *delayed_main(void *arg)
@@ -517,6 +523,19 @@ static void *delayed_main(void *arg)
         vmig_stats_get(d->after_data, &st);
     }
     uint64_t end = tu_now_ns() + d->delay_us * 1000;
+    if (d->mid) {
+        vmig_stats st = {0};
+        while (__atomic_load_n(&d->t->committed, __ATOMIC_ACQUIRE) < 2 && tu_now_ns() < end)
+            usleep(1000);
+        vmig_stats_get(d->mid, &st);
+        uint64_t p0 = st.packets;
+        while (st.packets < p0 + 3 && tu_now_ns() < end) {
+            usleep(500);
+            vmig_stats_get(d->mid, &st);
+        }
+        hit(d->t, d->sig);
+        return NULL;
+    }
     while (tu_now_ns() < end && !__atomic_load_n(&d->t->killed, __ATOMIC_ACQUIRE))
         usleep(2000);
     hit(d->t, d->sig);
@@ -527,7 +546,7 @@ static void test_failover(uint64_t *rng)
 {
     static dvm vm;
     static trial t;
-    unsigned takeovers = 0, discarded = 0, early = 0, random_trials = 0;
+    unsigned takeovers = 0, discarded = 0, early = 0;
     uint64_t worst_ms = 0;
     for (int n = 0; n < KILL_TRIALS; n++) {
         char uri[128], log[128], seed[32];
@@ -553,9 +572,11 @@ static void test_failover(uint64_t *rng)
         if (t.mode == K_SILENT_EARLY) {
             d.delay_us = 20000; /* within the initial migration (16 MiB at 100 MiB/s) */
             d.after_data = s;   /* a secondary waits for a primary to connect for ever */
-        } else if (t.mode != K_DELAY)
+        } else if (t.mode != K_DELAY) {
             d.delay_us = 20000000; /* a backstop only */
-        random_trials += t.mode == K_DELAY;
+        }
+        if (t.mode == K_MID)
+            d.mid = s;
         pthread_t th;
         REQUIRE(pthread_create(&th, NULL, delayed_main, &d) == 0, "thread");
         int rc = vmig_colo_secondary(s, &e);
@@ -593,23 +614,25 @@ static void test_failover(uint64_t *rng)
                   (unsigned long long)S);
             CHECK(st.checkpoints + 1 == t.committed || st.checkpoints + 1 == t.committing,
                   "trial %d: %llu checkpoints in the stats", n, (unsigned long long)st.checkpoints);
+            CHECK(t.mode != K_MID || st.ckpt_discarded == 1,
+                  "trial %d: killed 3 packets into a checkpoint, nothing was discarded", n);
             CHECK(t.mode != K_SILENT_EARLY,
                   "trial %d: took over from a primary stopped 20 ms into checkpoint 0", n);
             if (t.mode != K_SILENT)
                 CHECK(took_ms < 2000, "trial %d: took over %llu ms after the kill", n,
                       (unsigned long long)took_ms);
             else
-                CHECK(took_ms >= HB_MS - 50 && took_ms < HB_MS + 2000,
+                CHECK(took_ms >= HB_MS * 3 / 4 - 50 && took_ms < HB_MS + 2000,
                       "trial %d: a silent primary taken over after %llu ms (heartbeat %u ms)", n,
                       (unsigned long long)took_ms, HB_MS);
         } else {
             if (t.mode == K_SILENT_EARLY || t.mode == K_SILENT)
-                CHECK(took_ms >= HB_MS - 50 && took_ms < HB_MS + 2000,
+                CHECK(took_ms >= HB_MS * 3 / 4 - 50 && took_ms < HB_MS + 2000,
                       "trial %d: a primary silent before checkpoint 0 given up after %llu ms", n,
                       (unsigned long long)took_ms);
             /* only a primary lost before checkpoint 0 was complete leaves nothing to run */
             early++;
-            CHECK(t.committed == 0 && t.mode != K_FLUSH && t.mode != K_LOAD &&
+            CHECK(t.committed == 0 && t.mode != K_FLUSH && t.mode != K_LOAD && t.mode != K_MID &&
                       strstr(e.msg, "nothing to take over"),
                   "trial %d (%s): no takeover after %llu checkpoints: %s", n, mode_names[t.mode],
                   (unsigned long long)t.committed, e.msg);
@@ -627,9 +650,7 @@ static void test_failover(uint64_t *rng)
     printf("failover: %u of %d trials took over (%u lost the primary before checkpoint 0), %u "
            "discarded a partial checkpoint, slowest SIGKILL takeover %llu ms\n",
            takeovers, KILL_TRIALS, early, discarded, (unsigned long long)worst_ms);
-    CHECK(takeovers + KILL_TRIALS / K_MODES + 2 >= KILL_TRIALS, "only %u takeovers", takeovers);
-    CHECK(discarded >= 1, "no trial of %u killed the primary in a checkpoint's transfer",
-          random_trials);
+    CHECK(takeovers >= KILL_TRIALS / 2, "only %u takeovers in %d trials", takeovers, KILL_TRIALS);
 }
 
 /* ---- the primary side ---- */
@@ -726,8 +747,8 @@ static void test_secondary_lost(int sig)
     CHECK(took_ms < HB_MS + 1500, "%s: noticed after %llu ms (heartbeat %u ms)", what,
           (unsigned long long)took_ms, HB_MS);
     if (sig == SIGSTOP)
-        CHECK(took_ms >= HB_MS - 50 && rc == VMIG_ETIMEDOUT, "%s: rc %d after %llu ms", what, rc,
-              (unsigned long long)took_ms);
+        CHECK(took_ms >= HB_MS * 3 / 4 - 50 && rc == VMIG_ETIMEDOUT, "%s: rc %d after %llu ms",
+              what, rc, (unsigned long long)took_ms);
     CHECK(st.checkpoints >= 3 && x.ckpts >= 4, "%s: %llu checkpoints, %llu events", what,
           (unsigned long long)st.checkpoints, (unsigned long long)x.ckpts);
     CHECK(st.state != VMIG_STATE_CHECKPOINTING, "%s: state %s", what, vmig_state_name(st.state));
