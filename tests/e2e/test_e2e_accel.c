@@ -164,8 +164,15 @@ int main(void)
     CHECK(o.st.accel.device_cpu_ns > 0, "the model's thread used no CPU");
     CHECK(!o.st.accel.failed && notices == 0, "failed %u, %d notices", o.st.accel.failed, notices);
 
-    migrate("dsa-model", "model:fault-every=7:full-every=5:reorder=1", "200M", &o);
-    CHECK(o.rc == 0, "injected faults: %s", o.err);
+    /* A faulted job is counted only when its answer is used: a channel that
+     * takes the batch's tail itself may use none of them (about one run in
+     * 16 here), so up to three migrations, each verified, must show one. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        migrate("dsa-model", "model:fault-every=7:full-every=5:reorder=1", "200M", &o);
+        CHECK(o.rc == 0, "injected faults: %s", o.err);
+        if (o.st.accel.faults > 0 && o.st.accel.retries > 0)
+            break;
+    }
     CHECK(o.st.accel.faults > 0 && o.st.accel.retries > 0, "faults %llu, retries %llu",
           (unsigned long long)o.st.accel.faults, (unsigned long long)o.st.accel.retries);
 

@@ -96,7 +96,7 @@ static outcome run(const char *name, const char *src_spec, const char *dst_spec,
      * waiting for a connection: cancel it after a while. */
     for (int i = 0; S.rc && i < 300 && !__atomic_load_n(&D.done, __ATOMIC_ACQUIRE); i++)
         usleep(10000);
-    if (!__atomic_load_n(&D.done, __ATOMIC_ACQUIRE))
+    if (S.rc && !__atomic_load_n(&D.done, __ATOMIC_ACQUIRE))
         vmig_cancel(dst);
     pthread_join(td, NULL);
     outcome o = {.src_rc = S.rc, .dst_rc = D.rc, .src = S.err, .dst = D.err};
