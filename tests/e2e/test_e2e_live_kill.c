@@ -261,6 +261,11 @@ static void test_sender_killed(uint64_t *rng)
         CHECK(st.state == (b.rc ? VMIG_STATE_FAILED : VMIG_STATE_COMPLETED), "state %s",
               vmig_state_name(st.state));
         int threads = tu_count_threads();
+        /* a joined thread can linger in /proc/self/task for a moment */
+        for (int i = 0; i < 100 && threads != threads0; i++) {
+            usleep(10000);
+            threads = tu_count_threads();
+        }
         CHECK(threads == threads0, "trial %d: %d threads left, %d before", t, threads, threads0);
         fprintf(stderr, "  sender %s after %.3f s: destination %s after %.3f s: %s\n",
                 last ? "not killed" : "killed", last ? 0.0 : (double)k.delay_us / 1e6,
