@@ -408,8 +408,19 @@ static void test_check(void)
     vmig_live_resume(l);
     rc = vmig_live_check_copy(l, orig, copy, msg, sizeof(msg));
     CHECK(rc == -EBUSY, "check_copy while running refused: %d", rc);
-    sleep_ms(10);
+    /* let the writers make progress: on a loaded machine 10 ms may see none */
+    struct vmig_live_stats st0, st1;
+    vmig_live_stats(l, &st0);
+    for (int i = 0; i < 500; i++) {
+        sleep_ms(10);
+        vmig_live_stats(l, &st1);
+        if (st1.writes >= st0.writes + 128)
+            break;
+    }
     vmig_live_pause(l);
+    vmig_live_stats(l, &st1);
+    REQUIRE(st1.writes > st0.writes, "the writers wrote after the resume (%llu)",
+            (unsigned long long)(st1.writes - st0.writes));
     rc = vmig_live_check_copy(l, orig, copy, msg, sizeof(msg));
     CHECK(rc == -EIO && strstr(msg, "copy page"), "stale copy fails: %d %s", rc, msg);
     fprintf(stderr, "  %s\n", msg);
