@@ -151,10 +151,19 @@ static void migrate(const char *accel, const char *path, const char *bw, outcome
 int main(void)
 {
     outcome o;
-    migrate("dsa-model", NULL, "200M", &o);
-    if (o.rc == VMIG_ENOTSUP)
-        SKIP("dsa-model: %s", o.err);
-    REQUIRE(o.rc == 0, "dsa-model: %s", o.err);
+    /* The channels race the model's thread for each batch: on a loaded
+     * machine (the suite runs two tests at once on 2 cores) the thread may
+     * not be scheduled before the channels have checked every page
+     * themselves (seen once in 40 runs beside another test). Up to three
+     * migrations, each verified, must show the model answering. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        migrate("dsa-model", NULL, "200M", &o);
+        if (o.rc == VMIG_ENOTSUP)
+            SKIP("dsa-model: %s", o.err);
+        REQUIRE(o.rc == 0, "dsa-model: %s", o.err);
+        if (o.st.accel.dev_pages > 0 && o.st.accel.untouched > 0)
+            break;
+    }
     CHECK(strstr(o.st.accel.engine, "dsa-model"), "engine '%s'", o.st.accel.engine);
     CHECK(o.st.accel.dev_pages > 0 && o.st.accel.batches > 0, "the model answered %llu pages",
           (unsigned long long)o.st.accel.dev_pages);
