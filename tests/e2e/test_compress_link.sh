@@ -12,15 +12,14 @@
 # namespace, process or file behind. About 10 s.
 #
 # Checks of several commands read `check DESCRIPTION eval '...'`, in single
-# quotes on purpose (expanded when the check runs); cleanup and json are
-# called indirectly (trap, check).
+# quotes on purpose (expanded when the check runs); cleanup is
+# called indirectly (trap).
 # shellcheck disable=SC2016,SC2317
 set -u -o pipefail
 
-skip() {
-    echo "SKIP: $*" >&2
-    exit 77
-}
+# skip, pass, fail, check, run, json_last, finish (cleanup is this test's own)
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 VMIG=${VMIG:-}
 [ -n "$VMIG" ] || skip "VMIG is not set (meson sets it to the vmig binary)"
@@ -56,49 +55,6 @@ case $? in
 *) echo "FAIL - linkemu.sh check failed: $(cat "$T/check.err")" && exit 1 ;;
 esac
 
-npass=0
-nfail=0
-pass() {
-    npass=$((npass + 1))
-    echo "ok   - $*"
-}
-fail() {
-    nfail=$((nfail + 1))
-    echo "FAIL - $*"
-}
-finish() {
-    echo "$npass passed, $nfail failed, 0 skipped"
-    [ "$nfail" = 0 ]
-    exit
-}
-check() {
-    local d=$1
-    shift
-    if "$@"; then pass "$d"; else
-        fail "$d"
-        return 1
-    fi
-}
-# run NAME CMD...: with a deadline; stdout/stderr in $T/NAME.{out,err}, status in RC.
-run() {
-    local name=$1
-    shift
-    timeout -k 5 60 "$@" >"$T/$name.out" 2>"$T/$name.err"
-    RC=$?
-}
-# json NAME EXPR: EXPR (python, the last line of $T/NAME.out parsed as d) is true.
-json() {
-    python3 - "$T/$1.out" "$2" <<'EOF'
-import json, sys
-try:
-    d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-except (IndexError, ValueError) as e:
-    sys.exit("no JSON summary: %s" % e)
-if not eval("(" + sys.argv[2] + "\n)"):
-    sys.exit("false for %s" % {k: d.get(k) for k in ("ok", "error", "seconds", "wire_bytes",
-                                                      "normal_pages", "codecs")})
-EOF
-}
 
 # ---------------------------------------------------------------- the link
 UP=1
@@ -135,12 +91,12 @@ run slow "$VMIG" bench --size 256M --mix 50/50/0 --channels 2 --dest-dir "$DEST"
     --json --quiet
 check "200 Mbit/s, 256M of text and zero pages: exit 0" [ "$RC" = 0 ] || head -c 600 "$T/slow.err"
 check "200 Mbit/s: verified, all pages accounted for" \
-    json slow "d['ok'] is True and d['bench']['verified'] is True and
+    json_last slow "d['ok'] is True and d['bench']['verified'] is True and
                d['normal_pages'] == 32768 and d['zero_pages'] == 32768"
 check "200 Mbit/s: the bytes crossed the shaped link (seconds >= 0.9 x wire bits / rate)" \
-    json slow "d['seconds'] >= 0.9 * d['wire_bytes'] * 8 / $RATE"
+    json_last slow "d['seconds'] >= 0.9 * d['wire_bytes'] * 8 / $RATE"
 check "200 Mbit/s: auto compressed most normal pages (packets of codecs other than none > none's)" \
-    json slow "sum(c['packets'] for k, c in d['codecs'].items() if k != 'none') >
+    json_last slow "sum(c['packets'] for k, c in d['codecs'].items() if k != 'none') >
                d['codecs'].get('none', {}).get('packets', 0) and
                sum(c['pages'] for c in d['codecs'].values()) == d['normal_pages']"
 python3 - "$T/slow.out" <<'EOF' || true
@@ -156,9 +112,9 @@ run fast "$VMIG" bench --size 256M --mix 0/0/100 --channels 2 --dest-dir "$DEST"
     ${COMP[@]+"${COMP[@]}"} --json --quiet
 check "loopback, 256M of random pages: exit 0" [ "$RC" = 0 ] || head -c 600 "$T/fast.err"
 check "loopback: verified, all pages accounted for" \
-    json fast "d['ok'] is True and d['bench']['verified'] is True and d['normal_pages'] == 65536"
+    json_last fast "d['ok'] is True and d['bench']['verified'] is True and d['normal_pages'] == 65536"
 check "loopback, random pages: auto sent at least 95% of them uncompressed (none)" \
-    json fast "d['codecs'].get('none', {}).get('pages', 0) >= 0.95 * d['normal_pages']"
+    json_last fast "d['codecs'].get('none', {}).get('pages', 0) >= 0.95 * d['normal_pages']"
 python3 - "$T/fast.out" <<'EOF' || true
 import json, sys
 d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
