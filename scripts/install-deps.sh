@@ -5,7 +5,7 @@
 set -eu
 PKGS="gcc clang make meson ninja-build pkg-config python3 libxxhash-dev libisal-dev \
 zlib1g-dev libzstd-dev liblz4-dev \
-libclang-rt-14-dev iproute2 procps"
+libclang-rt-14-dev iproute2 procps libgnutls28-dev gnutls-bin"
 
 missing=""
 for p in $PKGS; do

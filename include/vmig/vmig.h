@@ -41,6 +41,7 @@ enum vmig_errcode {
     VMIG_EEXIST = -12,    /* duplicate name or id */
     VMIG_ENOENT = -13,    /* unknown name or id */
     VMIG_EAGAIN = -14,    /* a queue is full for now (an accelerator's): retry or do it here */
+    VMIG_EAUTH = -15,     /* TLS: the peer failed authentication, or refused ours */
 };
 
 #define VMIG_ERROR_MSG_MAX 512
@@ -73,6 +74,17 @@ enum vmig_accel_kind {
     VMIG_ACCEL_AUTO = 3,      /* dsa when a usable work queue exists, else cpu (default) */
 };
 #define VMIG_ACCEL_PATH_MAX 256
+
+enum vmig_tls_mode {
+    VMIG_TLS_MODE_OFF = 0,  /* plain connections */
+    VMIG_TLS_MODE_X509 = 1, /* certificates, mutual authentication */
+    VMIG_TLS_MODE_PSK = 2,  /* a pre-shared key */
+};
+enum vmig_tls_ktls_mode {
+    VMIG_TLS_KTLS_MODE_AUTO = 0,    /* kernel TLS when GnuTLS and the kernel offer it */
+    VMIG_TLS_KTLS_MODE_REQUIRE = 1, /* refuse connections without it */
+};
+#define VMIG_TLS_STR_MAX 256
 /* Where device state travels (vmig_device_register). */
 enum vmig_devstate_path {
     VMIG_DEVSTATE_CHANNELS = 0, /* over the data channels, with RAM, loaded as it arrives */
@@ -187,6 +199,16 @@ typedef struct vmig_params {
     uint32_t checkpoint_period_ms; /* primary: 0 (on demand only) or 100..3600000; 1000 */
     uint32_t heartbeat_timeout_ms; /* both: silence that means the peer is gone; 2000 */
     uint32_t flush_threads;        /* secondary: RAM-cache flush threads, 0 = CPUs (default) */
+    /* TLS 1.3 on every connection (docs/tls.md); both sides must agree. */
+    uint32_t tls;                            /* enum vmig_tls_mode; default off */
+    char tls_creds[VMIG_TLS_STR_MAX];        /* directory of certificates or keys.psk */
+    char tls_hostname[VMIG_TLS_STR_MAX];     /* source: name expected in the destination's
+                                                certificate; "" = the URI's host */
+    char tls_authz[VMIG_TLS_STR_MAX];        /* destination: name the source's certificate
+                                                must carry; "" = any the CA signed */
+    char tls_psk_identity[VMIG_TLS_STR_MAX]; /* source, psk: identity; "" = the first */
+    char tls_priority[VMIG_TLS_STR_MAX];     /* GnuTLS priority string; "" = built-in */
+    uint32_t tls_ktls;                       /* enum vmig_tls_ktls_mode; default auto */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -642,6 +664,11 @@ typedef struct vmig_stats {
     uint32_t flush_threads;  /* secondary: threads of the RAM-cache flush */
     uint32_t ckpt_discarded; /* secondary: 1 when an incomplete checkpoint was thrown away */
     uint32_t faults_fired;   /* faults of vmig_fault_set / VMIG_FAULTS that fired */
+    /* TLS (params tls, tls-*): what was negotiated, "TLS1.3 x509 AES-128-GCM", "" when off. */
+    char tls[64];
+    uint32_t tls_conns;      /* connections protected (control + data) */
+    uint32_t tls_ktls_conns; /* of them, with the kernel doing the record layer */
+    char tls_ktls_why[192];  /* when some had no kernel TLS: why ("the kernel has no ...") */
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

@@ -37,6 +37,8 @@ const char *vmig_strerror(int code)
         return "not found";
     case VMIG_EAGAIN:
         return "busy, try again";
+    case VMIG_EAUTH:
+        return "authentication failed";
     }
     return "unknown error";
 }

@@ -300,7 +300,11 @@ static int read_handshake(vmig_session *s, vmig_conn *c, vmig_wire_hs *hs, vmig_
         setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     uint8_t raw[VMIG_HS_LEN];
     int rc = vmig_conn_read_all(c, raw, sizeof(raw), "the handshake", err);
-    if (!rc)
+    if (!rc && !s->tls && raw[0] == 0x16 && raw[1] == 0x03) /* a TLS handshake record */
+        rc = vmig_error_set(err, VMIG_EPROTO,
+                            "%s: the source speaks TLS and this side does not: set tls here too",
+                            c->peer);
+    else if (!rc)
         rc = vmig_wire_hs_decode(raw, hs, err);
     struct timeval zero = {0, 0};
     if (c->fd >= 0)
@@ -377,6 +381,17 @@ static int accept_control(vmig_session *s, vmig_wire_hs *hs, vmig_error *err)
         int rc = s->listener->ops->accept(s->listener, -1, &s->abort, &c, err);
         if (rc)
             return rc;
+        if ((rc = vmig_session_tls_wrap(s, &c, NULL, err))) {
+            vmig_conn_close(c);
+            /* a leftover of an earlier attempt (see above) whose source
+             * has gone cannot finish a TLS handshake: wait on */
+            if (rc == VMIG_ECONN && !vmig_session_aborted(s) && err) {
+                err->code = 0;
+                err->msg[0] = 0;
+                continue;
+            }
+            return rc;
+        }
         rc = read_handshake(s, c, hs, err);
         if (rc == 0 && hs->kind == VMIG_CH_CONTROL) {
             pthread_mutex_lock(&s->lock);
@@ -400,6 +415,10 @@ static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_e
         if (rc)
             return rc;
         vmig_wire_hs hs;
+        if ((rc = vmig_session_tls_wrap(s, &c, NULL, err))) {
+            vmig_conn_close(c);
+            return rc;
+        }
         rc = read_handshake(s, c, &hs, err);
         if (!rc && hs.kind != VMIG_CH_DATA)
             rc = vmig_error_set(err, VMIG_EPROTO, "%s: a second control channel", c->peer);
@@ -497,7 +516,9 @@ int vmig_dest_run(vmig_session *s)
     vmig_wire_hs hs;
     pthread_getcpuclockid(pthread_self(), &s->caller_clock);
 
-    int rc = accept_control(s, &hs, &e);
+    int rc = vmig_session_tls_begin(s, &e);
+    if (!rc)
+        rc = accept_control(s, &hs, &e);
     if (rc)
         goto fail;
     if ((rc = vmig_ctl_read(s->control, VMIG_CTL_HELLO, &payload, &plen, &e)))

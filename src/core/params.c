@@ -91,6 +91,25 @@ static const vmig_param_info infos[] = {
     {"flush-threads", "0..64", "0",
      "continuous checkpoints, secondary: threads that copy a committed checkpoint's pages "
      "from the RAM cache into RAM; 0 means one per online CPU"},
+    {"tls", "off|x509|psk", "off",
+     "TLS 1.3 on the control channel and every data channel, set alike on both sides: x509 "
+     "(certificates, each side authenticates the other) or psk (a pre-shared key); docs/tls.md"},
+    {"tls-creds", "directory", "(none)",
+     "TLS credentials: ca-cert.pem, server-cert.pem and server-key.pem (destination), "
+     "client-cert.pem and client-key.pem (source), optional ca-crl.pem; or keys.psk "
+     "(identity:hexkey lines) for psk"},
+    {"tls-hostname", "name", "(the URI's host)",
+     "source, x509: the DNS name or address the destination's certificate must carry; needed "
+     "with unix URIs"},
+    {"tls-authz", "name", "(any)",
+     "destination, x509: accept only a source whose certificate carries this name; by default "
+     "any certificate the CA signed"},
+    {"tls-psk-identity", "identity", "(the first)", "source, psk: which line of keys.psk to use"},
+    {"tls-priority", "GnuTLS priority string", "(TLS 1.3, AES-GCM first)",
+     "the ciphers and key exchanges offered, in GnuTLS's syntax"},
+    {"tls-ktls", "auto|require", "auto",
+     "kernel TLS after the handshake: used when GnuTLS and the kernel offer it (auto), or every "
+     "connection must have it (require); the summary reports whether it was in use"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -113,6 +132,8 @@ static const char *const throttle_names[] = {"off", "ladder", "adaptive", NULL};
 static const char *const deflate_path_names[] = {"auto", "software", "hardware", NULL};
 static const char *const accel_names[] = {"cpu", "dsa", "dsa-model", "auto", NULL};
 static const char *const devstate_path_names[] = {"channels", "control", NULL};
+static const char *const tls_names[] = {"off", "x509", "psk", NULL};
+static const char *const tls_ktls_names[] = {"auto", "require", NULL};
 
 #define FIELD(f) offsetof(vmig_params, f), sizeof(((vmig_params *)0)->f)
 
@@ -146,6 +167,13 @@ static const param_spec specs[] = {
     {P_UINT, FIELD(checkpoint_period_ms), 0, 3600000, NULL},
     {P_UINT, FIELD(heartbeat_timeout_ms), 100, 600000, NULL},
     {P_UINT, FIELD(flush_threads), 0, 64, NULL},
+    {P_ENUM, FIELD(tls), 0, 2, tls_names},
+    {P_STR, FIELD(tls_creds), 0, 0, NULL},
+    {P_STR, FIELD(tls_hostname), 0, 0, NULL},
+    {P_STR, FIELD(tls_authz), 0, 0, NULL},
+    {P_STR, FIELD(tls_psk_identity), 0, 0, NULL},
+    {P_STR, FIELD(tls_priority), 0, 0, NULL},
+    {P_ENUM, FIELD(tls_ktls), 0, 1, tls_ktls_names},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 

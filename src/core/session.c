@@ -335,10 +335,9 @@ void vmig_cancel(vmig_session *s)
     }
 }
 
-void vmig_control_send_error(vmig_session *s, int code, const char *msg)
+/* An ERROR frame on c (the caller serializes writes). */
+static void write_error(vmig_conn *c, int code, const char *msg)
 {
-    if (!s->control)
-        return;
     uint8_t buf[VMIG_CTL_HDR_LEN + 8 + VMIG_WIRE_MAX_MSG + VMIG_CTL_TRAILER_LEN];
     char m[VMIG_WIRE_MAX_MSG + 1];
     snprintf(m, sizeof(m), "%s", msg);
@@ -347,9 +346,32 @@ void vmig_control_send_error(vmig_session *s, int code, const char *msg)
     if (n < 0)
         return;
     size_t len = vmig_wire_ctl_frame(buf, VMIG_CTL_ERROR, (uint32_t)n);
+    vmig_conn_write_all(c, buf, len, "ERROR", NULL);
+}
+
+void vmig_control_send_error(vmig_session *s, int code, const char *msg)
+{
+    if (!s->control)
+        return;
     pthread_mutex_lock(&s->ctl_wlock);
-    vmig_conn_write_all(s->control, buf, len, "ERROR", NULL);
+    write_error(s->control, code, msg);
     pthread_mutex_unlock(&s->ctl_wlock);
+}
+
+/* A destination with TLS and a source without: the source's handshake and
+ * HELLO came in the clear. Answer in the clear, as a plain destination
+ * would, so that the source says why too: read what it sent (closing on
+ * unread bytes would reset the connection before it reads the answer),
+ * then an ERROR frame. */
+static void refuse_plain_source(vmig_conn *c)
+{
+    uint8_t sink[4096];
+    for (int i = 0; i < 16 && c->ops->wait_readable(c, 200) == 1; i++) {
+        struct iovec v = {sink, sizeof(sink)};
+        if (c->ops->readv(c, &v, 1) <= 0)
+            break;
+    }
+    write_error(c, VMIG_EAUTH, "the destination requires TLS: set tls (and tls-creds) here too");
 }
 
 void vmig_session_reset_run(vmig_session *s)
@@ -397,6 +419,65 @@ void vmig_session_reset_run(vmig_session *s)
     vmig_conn_close(s->control);
     s->control = NULL;
     s->nch = 0;
+    vmig_tls_free(s->tls); /* after every connection that used it */
+    s->tls = NULL;
+}
+
+int vmig_session_tls_begin(vmig_session *s, vmig_error *err)
+{
+    if (s->p.tls == VMIG_TLS_MODE_OFF) {
+        /* Credentials without tls=: the user meant TLS; never go in the
+         * clear silently. */
+        const char *set = s->p.tls_creds[0]          ? "tls-creds"
+                          : s->p.tls_authz[0]        ? "tls-authz"
+                          : s->p.tls_psk_identity[0] ? "tls-psk-identity"
+                          : s->p.tls_hostname[0]     ? "tls-hostname"
+                          : s->p.tls_priority[0]     ? "tls-priority"
+                                                     : NULL;
+        if (set)
+            return vmig_error_set(err, VMIG_EINVAL,
+                                  "%s is set but tls is off: set tls=x509 or tls=psk (or drop %s)",
+                                  set, set);
+        return 0;
+    }
+    if (s->tls)
+        return 0;
+    vmig_tls_config cfg = {.mode = s->p.tls,
+                           .creds = s->p.tls_creds,
+                           .authz = s->p.tls_authz,
+                           .psk_identity = s->p.tls_psk_identity,
+                           .priority = s->p.tls_priority,
+                           .ktls = s->p.tls_ktls};
+    return vmig_tls_create(&s->tls, &cfg, s->role == VMIG_ROLE_DEST, err);
+}
+
+int vmig_session_tls_wrap(vmig_session *s, vmig_conn **c, const char *hostname, vmig_error *err)
+{
+    if (!s->tls)
+        return 0;
+    if (s->role == VMIG_ROLE_DEST &&
+        vmig_tls_peer_is_plain((*c)->fd, (int)s->p.connect_timeout_ms)) {
+        refuse_plain_source(*c);
+        return vmig_error_set(err, VMIG_EAUTH,
+                              "%s: the source does not speak TLS (it sent its handshake in the "
+                              "clear): set tls on both sides",
+                              (*c)->peer);
+    }
+    int rc = vmig_tls_handshake(s->tls, c, hostname, (int)s->p.connect_timeout_ms, err);
+    if (rc)
+        return rc;
+    char desc[64];
+    bool ktls;
+    vmig_conn_tls_info(*c, desc, sizeof(desc), &ktls);
+    pthread_mutex_lock(&s->lock);
+    if (!s->tls_desc[0])
+        memcpy(s->tls_desc, desc, sizeof(desc));
+    s->st_tls_conns++;
+    s->st_tls_ktls += ktls;
+    if (!ktls && !s->tls_ktls_why[0])
+        vmig_tls_ktls_why_not(s->tls_ktls_why, sizeof(s->tls_ktls_why));
+    pthread_mutex_unlock(&s->lock);
+    return 0;
 }
 
 /* Start statistics and state for a new run. */
@@ -423,6 +504,8 @@ static void run_begin(vmig_session *s)
     s->st_ckpt_discarded = s->st_flush_threads = 0;
     s->colo_request = 0;
     s->deflate_desc[0] = 0;
+    s->tls_desc[0] = s->tls_ktls_why[0] = 0;
+    s->st_tls_conns = s->st_tls_ktls = 0;
     memset(&s->st_accel, 0, sizeof(s->st_accel));
     s->accel_noticed = false;
     s->dest_codecs = 1u << VMIG_CODEC_NONE;
@@ -698,6 +781,10 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     o->faults_fired = (uint32_t)LD(s->st_faults);
     pthread_mutex_lock(&s->lock);
     memcpy(o->deflate_path, s->deflate_desc, sizeof(o->deflate_path));
+    memcpy(o->tls, s->tls_desc, sizeof(o->tls));
+    o->tls_conns = s->st_tls_conns;
+    o->tls_ktls_conns = s->st_tls_ktls;
+    memcpy(o->tls_ktls_why, s->tls_ktls_why, sizeof(o->tls_ktls_why));
     pthread_mutex_unlock(&s->lock);
     if (o->elapsed_ns)
         o->mbps = (double)o->wire_bytes * 1e3 / (double)o->elapsed_ns;

@@ -22,6 +22,7 @@
 #include "../codec/codec.h"
 #include "../devstate/devq.h"
 #include "../ram/zero.h"
+#include "../transport/tls.h"
 #include "../transport/transport.h"
 #include "../wire/wire.h"
 #include "adapt.h"
@@ -240,6 +241,11 @@ struct vmig_session {
     int pages_volatile;
     vmig_codec_stats st_codec[VMIG_CODEC_COUNT]; /* atomics */
     char deflate_desc[64];                       /* under lock; first context's describe() */
+    vmig_tls *tls;         /* the run's TLS credentials (tls != off), from vmig_session_tls_begin */
+    char tls_desc[64];     /* under lock: what the first protected connection negotiated */
+    uint32_t st_tls_conns; /* under lock: connections protected so far */
+    uint32_t st_tls_ktls;  /* under lock: of them, with kernel TLS */
+    char tls_ktls_why[192]; /* under lock: why one had none */
 
     /* Zero-page detection offload (source): the engine of this run
      * (pointer under lock; NULL outside a run), the statistics it left at
@@ -290,6 +296,12 @@ static inline bool vmig_session_aborted(vmig_session *s)
 void vmig_session_shutdown_conns(vmig_session *s, bool control);
 /* Release connections and per-run resources (keeps blocks). */
 void vmig_session_reset_run(vmig_session *s);
+/* TLS: load the run's credentials (nothing when tls=off), before any
+ * connection; then protect each new connection. wrap replaces *c on
+ * success and leaves it to the caller on failure. hostname: the source's
+ * name for the destination (x509), NULL on the destination. */
+int vmig_session_tls_begin(vmig_session *s, vmig_error *err);
+int vmig_session_tls_wrap(vmig_session *s, vmig_conn **c, const char *hostname, vmig_error *err);
 /* Allocate per-block verify/receive arrays for a run. */
 int vmig_session_alloc_block_state(vmig_session *s, bool dest, vmig_error *err);
 /* Final result of a run into *err; updates the state. */

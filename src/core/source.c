@@ -722,6 +722,17 @@ static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint3
                          (suseconds_t)(s->p.connect_timeout_ms % 1000) * 1000};
     if ((*out)->fd >= 0)
         setsockopt((*out)->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (s->tls) {
+        char host[256];
+        const char *name = s->p.tls_hostname[0]                     ? s->p.tls_hostname
+                           : vmig_uri_host(uri, host, sizeof(host)) ? host
+                                                                    : NULL;
+        if ((rc = vmig_session_tls_wrap(s, out, name, err))) {
+            vmig_conn_close(*out);
+            *out = NULL;
+            return rc;
+        }
+    }
     vmig_wire_hs hs = {.kind = kind, .channel_id = (uint16_t)id, .channel_count = (uint16_t)s->nch};
     memcpy(hs.uuid, s->uuid, 16);
     uint8_t raw[VMIG_HS_LEN];
@@ -1366,8 +1377,9 @@ int vmig_source_run(vmig_session *s, const char *uri)
         goto fail;
     /* The offload engine before any connection: a device asked for that
      * cannot be used fails the migration before the peer hears of it. */
-    if ((rc = alloc_channels(s, &e)) || (rc = vmig_session_alloc_block_state(s, false, &e)) ||
-        (rc = accel_setup(s, &e)) || (rc = dirty_setup(s, &e)) ||
+    if ((rc = vmig_session_tls_begin(s, &e)) || (rc = alloc_channels(s, &e)) ||
+        (rc = vmig_session_alloc_block_state(s, false, &e)) || (rc = accel_setup(s, &e)) ||
+        (rc = dirty_setup(s, &e)) ||
         (s->ndevs && (rc = vmig_dev_pool_fill(s, s->nch * (VMIG_QUEUE_DEPTH + 1) + 2, &e))))
         goto fail;
 

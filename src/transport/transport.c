@@ -59,6 +59,9 @@ static int io_error(vmig_conn *c, ssize_t r, bool reading, const char *what, vmi
     if (e == EAGAIN || e == EWOULDBLOCK)
         return vmig_error_set(err, VMIG_ETIMEDOUT, "%s: timed out %s %s", c->peer,
                               reading ? "reading" : "writing", what);
+    if (e == EPROTO && c->why[0])
+        return vmig_error_set(err, VMIG_EPROTO, "%s: %s %s: %s", c->peer,
+                              reading ? "reading" : "writing", what, c->why);
     int code =
         (e == ECONNRESET || e == EPIPE || e == ENOTCONN || e == ESHUTDOWN) ? VMIG_ECONN : VMIG_EIO;
     return vmig_error_set(err, code, "%s: %s %s: %s", c->peer, reading ? "reading" : "writing",

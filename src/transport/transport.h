@@ -39,6 +39,7 @@ struct vmig_conn {
     const vmig_conn_ops *ops;
     int fd;         /* the socket, for transports that have one; else -1 */
     char peer[256]; /* printable peer address, for messages */
+    char why[192];  /* a transport's own words for its last -EPROTO (TLS), or "" */
 };
 
 typedef struct vmig_listener_ops {

@@ -102,7 +102,37 @@ int main(void)
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 29, "table has %d entries", n);
+    CHECK(n == 36, "table has %d entries", n);
+
+    /* TLS: the mode, kernel TLS, and strings up to VMIG_TLS_STR_MAX - 1. */
+    vmig_params_init(&p);
+    CHECK(p.tls == VMIG_TLS_MODE_OFF && p.tls_ktls == VMIG_TLS_KTLS_MODE_AUTO && !p.tls_creds[0] &&
+              !p.tls_priority[0],
+          "tls defaults");
+    CHECK(set(&p, "tls", "x509") == 0 && p.tls == VMIG_TLS_MODE_X509, "tls x509");
+    CHECK(set(&p, "tls", "psk") == 0 && p.tls == VMIG_TLS_MODE_PSK, "tls psk");
+    CHECK(set(&p, "tls", "ssl") == VMIG_EINVAL && p.tls == VMIG_TLS_MODE_PSK, "tls ssl");
+    CHECK(set(&p, "tls-ktls", "require") == 0 && p.tls_ktls == VMIG_TLS_KTLS_MODE_REQUIRE, "ktls");
+    CHECK(set(&p, "tls-ktls", "on") == VMIG_EINVAL, "ktls on");
+    CHECK(set(&p, "tls-creds", "/etc/vmig/tls") == 0 && !strcmp(p.tls_creds, "/etc/vmig/tls"),
+          "tls-creds");
+    {
+        char longs[VMIG_TLS_STR_MAX + 1];
+        memset(longs, 'a', sizeof(longs) - 1);
+        longs[VMIG_TLS_STR_MAX - 1] = 0;
+        CHECK(set(&p, "tls-authz", longs) == 0 && strlen(p.tls_authz) == VMIG_TLS_STR_MAX - 1,
+              "authz of the longest length");
+        longs[VMIG_TLS_STR_MAX - 1] = 'a';
+        longs[VMIG_TLS_STR_MAX] = 0;
+        CHECK(set(&p, "tls-hostname", longs) == VMIG_EINVAL && !p.tls_hostname[0],
+              "hostname one byte too long");
+        vmig_session *cs = NULL;
+        vmig_error ce = {0};
+        memset(p.tls_priority, 'x', sizeof(p.tls_priority));
+        CHECK(vmig_session_create(&cs, VMIG_ROLE_SOURCE, &p, &ce) == VMIG_EINVAL && !cs &&
+                  strstr(ce.msg, "tls-priority"),
+              "unterminated tls-priority in a struct: %s", ce.msg);
+    }
 
     /* Continuous checkpoints: the period (0 = on request only), heartbeat, flush threads. */
     vmig_params_init(&p);

@@ -386,6 +386,12 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
         json_string(stdout, st->deflate_path);
         if (strcmp(role, "receiver"))
             json_accel(&st->accel);
+        printf(",\"tls\":{\"protocol\":");
+        json_string(stdout, st->tls);
+        printf(",\"connections\":%u,\"ktls_connections\":%u,\"ktls_why_not\":", st->tls_conns,
+               st->tls_ktls_conns);
+        json_string(stdout, st->tls_ktls_why);
+        printf("}");
         printf(",\"devices\":{\"count\":%u,\"path\":\"%s\",\"chunks\":%u,\"bytes\":%llu,"
                "\"iter_bytes\":%llu,\"save_seconds\":%.6f,\"load_seconds\":%.6f,"
                "\"held_max_bytes\":%llu}",
@@ -452,6 +458,13 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
     printf("  %-22s %.3f s in migration threads, %.3f s whole process\n", cpu_label,
            (double)st->cpu_ns / 1e9, process_cpu);
     printf("  %-22s %.3f s\n", "digest check", (double)st->verify_ns / 1e9);
+    if (st->tls_conns) {
+        printf("  %-22s %s on %u connections, kernel TLS on %u", "TLS", st->tls, st->tls_conns,
+               st->tls_ktls_conns);
+        if (st->tls_ktls_conns < st->tls_conns && st->tls_ktls_why[0])
+            printf(" (%s)", st->tls_ktls_why);
+        printf("\n");
+    }
     printf("  %-22s", "channels");
     for (uint32_t i = 0; i < st->channels; i++)
         printf(" [%u] %s %.2fs", i, cli_fmt_bytes(st->ch[i].bytes, a, sizeof(a)),
