@@ -27,6 +27,10 @@
 #                                   delay DELAY|none"
 #   linkemu.sh down NAME            remove both namespaces (and with them the
 #                                   veth pair and the qdiscs); idempotent
+#   linkemu.sh cut NAME             take both ends of the link down (a pulled
+#                                   cable: packets are lost, connections stay)
+#   linkemu.sh mend NAME            bring both ends up again (routes and the
+#                                   shaping come back with them)
 #   linkemu.sh check                exit 0 when links can be made here, 77
 #                                   with the reason on stderr when not; stdout
 #                                   lists what works: "netns veth tbf netem"
@@ -154,6 +158,14 @@ cmd_down() {
         fi
     done
     return 0
+}
+
+# cmd_link NAME up|down: both ends of the veth pair.
+cmd_link() {
+    local name=$1 state=$2
+    { ns_exists "$name-src" && ns_exists "$name-dst"; } || die "no link named $name (linkemu.sh up first)"
+    run ip -n "$name-src" link set "$SRC_IF" "$state"
+    run ip -n "$name-dst" link set "$DST_IF" "$state"
 }
 
 # can_qdisc KIND ARGS...: whether this kernel has the qdisc (tried on a
@@ -398,6 +410,11 @@ down)
     [ $# = 2 ] || usage
     need_tools || exit 1
     cmd_down "$2"
+    ;;
+cut | mend)
+    [ $# = 2 ] || usage
+    need_tools || exit 1
+    cmd_link "$2" "$([ "$1" = cut ] && echo down || echo up)"
     ;;
 check)
     [ $# = 1 ] || usage
