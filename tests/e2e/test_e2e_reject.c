@@ -1,7 +1,14 @@
 /*
  * The destination refuses every malformed or inconsistent message with the
  * right error code, writes nothing outside its block, and stays usable: after
- * each refusal the same session completes a real migration.
+ * each refusal the same session completes a real migration. The catalogue:
+ * handshakes (each field), control frames (type, flags, a length up to
+ * 4 GiB - 1, CRC, garbage HELLO, a frame cut short or out of turn, END of
+ * garbage), data channels, RAM packets (offsets, blocks, CRC, passes,
+ * sequences), compressed payloads for every codec, device-state chunks,
+ * END digests and counts, the source's ERROR; and on the source side, a
+ * destination that never answers or lacks a codec. (Checkpoint messages:
+ * test_e2e_colo_reject; TLS refusals: test_tls.sh.)
  *
  * A fake source built from the wire encoders sends each bad message.
  */
@@ -249,6 +256,105 @@ int main(void)
         expect(&d, VMIG_EPROTO, "magic", "handshake: wrong magic");
         vmig_conn_close(c);
     }
+    /* Handshakes with one field wrong (the CRC recomputed unless it is the
+     * field): each names the field. */
+    struct {
+        const char *what, *needle;
+        int at, value, fix_crc;
+    } bad_hs[] = {
+        {"handshake: version 2", "version 2", 5, 2, 0},
+        {"handshake: bad crc", "crc", 20, 0x77, 0},
+        {"handshake: kind 7", "kind 7", 6, 7, 1},
+        {"handshake: flags set", "flags", 7, 1, 1},
+        {"handshake: reserved byte set", "reserved", 30, 1, 1},
+        {"handshake: control with id 1", "channel_id 1", 25, 1, 1},
+    };
+    for (size_t i = 0; i < VMIG_ARRAY_SIZE(bad_hs); i++) {
+        dest_start(&d);
+        vmig_conn *c;
+        vmig_connect(d.uri, 2000, &c, &e);
+        vmig_wire_hs hs = {.kind = VMIG_CH_CONTROL, .channel_count = 2};
+        memcpy(hs.uuid, uuid_a, 16);
+        uint8_t raw[VMIG_HS_LEN];
+        vmig_wire_hs_encode(&hs, raw);
+        raw[bad_hs[i].at] = (uint8_t)bad_hs[i].value;
+        if (bad_hs[i].fix_crc)
+            vmig_put_be32(raw + VMIG_HS_LEN - 4, vmig_crc32c(0, raw, VMIG_HS_LEN - 4));
+        vmig_conn_write_all(c, raw, sizeof(raw), "hs", NULL);
+        expect(&d, VMIG_EPROTO, bad_hs[i].needle, bad_hs[i].what);
+        vmig_conn_close(c);
+    }
+
+    /* Control frames: a header, payload or CRC that is wrong, a frame out of
+     * turn, a frame cut short. The destination reads no more than the
+     * header's length allows and allocates nothing for a length above the
+     * limit. */
+    struct {
+        const char *what, *needle;
+        int code;
+        uint16_t type, flags;
+        uint32_t len;  /* the header's payload length */
+        uint32_t sent; /* payload bytes actually sent, then the CRC unless cut */
+        int flip, cut; /* flip: a payload byte changed after the CRC */
+        uint8_t fill;
+    } bad_ctl[] = {
+        {"control: frame type 99", "type 99", VMIG_EPROTO, 99, 0, 0, 0, 0, 0, 0},
+        {"control: frame type 0", "type 0", VMIG_EPROTO, 0, 0, 0, 0, 0, 0, 0},
+        {"control: flags set", "flags 0x0001", VMIG_EPROTO, VMIG_CTL_HELLO, 1, 16, 16, 0, 0, 0},
+        {"control: length above the limit", "exceeds the limit", VMIG_EPROTO, VMIG_CTL_HELLO, 0,
+         VMIG_WIRE_MAX_CTL_PAYLOAD + 1, 0, 0, 1, 0},
+        {"control: length 4 GiB - 1", "exceeds the limit", VMIG_EPROTO, VMIG_CTL_HELLO, 0,
+         0xFFFFFFFFu, 0, 0, 1, 0},
+        {"control: HELLO with a bad crc", "crc", VMIG_EPROTO, VMIG_CTL_HELLO, 0, 0, 0, 1, 0, 0},
+        {"control: HELLO of garbage", "HELLO", VMIG_EPROTO, VMIG_CTL_HELLO, 0, 64, 64, 0, 0, 0xFF},
+        {"control: HELLO cut short", "closed", VMIG_ECONN, VMIG_CTL_HELLO, 0, 100, 10, 0, 1, 0},
+        {"control: END before HELLO", "expected a HELLO frame, got END", VMIG_EPROTO, VMIG_CTL_END,
+         0, 8, 8, 0, 0, 0},
+        {"control: COMMIT with a payload", "must be 0", VMIG_EPROTO, VMIG_CTL_COMMIT, 0, 4, 4, 0, 0,
+         0},
+        {"control: READY of the wrong size", "READY", VMIG_EPROTO, VMIG_CTL_READY, 0, 3, 3, 0, 0,
+         0},
+    };
+    for (size_t i = 0; i < VMIG_ARRAY_SIZE(bad_ctl); i++) {
+        dest_start(&d);
+        vmig_conn *c = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
+        uint8_t frame[VMIG_CTL_HDR_LEN + 256 + VMIG_CTL_TRAILER_LEN] = {0};
+        uint32_t sent = bad_ctl[i].sent;
+        size_t n;
+        if (bad_ctl[i].flip) { /* a real HELLO, one byte changed on the way */
+            uint8_t hb[512];
+            vmig_wire_block b = {.length = PAGES * PG, .page_size = PG};
+            snprintf(b.name, sizeof(b.name), "ram");
+            vmig_wire_hello h = {.packet_pages = 128,
+                                 .channels = 2,
+                                 .zero_detect = 2,
+                                 .verify = 1,
+                                 .nblocks = 1,
+                                 .blocks = &b};
+            int hl = vmig_wire_hello_encode(&h, hb, sizeof(hb));
+            REQUIRE(hl > 0 && hl <= 256, "HELLO of %d bytes", hl);
+            memcpy(frame + VMIG_CTL_HDR_LEN, hb, (size_t)hl);
+            n = vmig_wire_ctl_frame(frame, VMIG_CTL_HELLO, (uint32_t)hl);
+            frame[VMIG_CTL_HDR_LEN + 3] ^= 0x10;
+        } else {
+            memset(frame + VMIG_CTL_HDR_LEN, bad_ctl[i].fill, sent);
+            n = vmig_wire_ctl_frame(frame, VMIG_CTL_HELLO, sent);
+            vmig_put_be16(frame, bad_ctl[i].type);
+            vmig_put_be16(frame + 2, bad_ctl[i].flags);
+            vmig_put_be32(frame + 4, bad_ctl[i].len);
+            vmig_put_be32(frame + VMIG_CTL_HDR_LEN + sent,
+                          vmig_crc32c(0, frame, VMIG_CTL_HDR_LEN + sent));
+            if (bad_ctl[i].cut)
+                n = VMIG_CTL_HDR_LEN + sent; /* no more, and no CRC */
+        }
+        vmig_conn_write_all(c, frame, n, "frame", NULL);
+        if (bad_ctl[i].cut)
+            vmig_conn_close(c);
+        expect(&d, bad_ctl[i].code, bad_ctl[i].needle, bad_ctl[i].what);
+        if (!bad_ctl[i].cut)
+            vmig_conn_close(c);
+    }
+
     dest_start(&d);
     {
         vmig_conn *c = tf_connect(d.uri, VMIG_CH_CONTROL, 0, 2, uuid_a);
@@ -457,6 +563,19 @@ int main(void)
                variant ? "END: page counts differ" : "END: digest differs");
         fs_close(ctl, data, 1);
     }
+
+    /* END of garbage, after the channels' FIN: refused by its decoder. */
+    dest_start(&d);
+    ctl = fs_setup(&d, data, 1);
+    fs_packet(data[0], VMIG_PKT_SYNC, 1, 1, "", NULL, 0, 0, 0);
+    fs_packet(data[0], VMIG_PKT_FIN, 2, 1, "", NULL, 0, 0, 0);
+    {
+        uint8_t junk[40];
+        memset(junk, 0xA5, sizeof(junk));
+        tf_ctl(ctl, VMIG_CTL_END, junk, sizeof(junk));
+    }
+    expect(&d, VMIG_EPROTO, "END", "END of garbage");
+    fs_close(ctl, data, 1);
 
     /* The source gives up and says why. */
     dest_start(&d);
