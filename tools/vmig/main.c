@@ -33,7 +33,12 @@ static void usage(FILE *f)
             "resumes the source VM with its memory intact.\n\n"
             "Example, on one machine:\n"
             "  vmig recv tcp:127.0.0.1:4444 /dev/shm/copy.img &\n"
-            "  vmig send -c 4 vm-memory.img tcp:127.0.0.1:4444\n\n",
+            "  vmig send -c 4 vm-memory.img tcp:127.0.0.1:4444\n\n"
+            "The same over TLS 1.3, each side authenticating the other by certificate\n"
+            "(scripts/tls-certs.sh DIR makes a test CA and both certificates;\n"
+            "docs/tls.md):\n"
+            "  vmig recv --tls x509 --tls-creds DIR tcp:127.0.0.1:4444 /dev/shm/copy.img &\n"
+            "  vmig send --tls x509 --tls-creds DIR vm-memory.img tcp:127.0.0.1:4444\n\n",
             VMIG_VERSION_MAJOR, VMIG_VERSION_MINOR);
     cli_print_common_help(f);
 }
