@@ -619,6 +619,9 @@ static void handle_msg(vmig_tracker *t, const struct uffd_msg *m)
         uint64_t p = (addr - (uintptr_t)r->host) >> SMALL_SHIFT;
         r->written[p / 64] |= 1ull << (p % 64);
     }
+    /* Counted before the wake, so a writer that resumes sees its fault in
+     * vmig_tracker_stats(). */
+    __atomic_fetch_add(&t->faults, 1, __ATOMIC_RELAXED);
     /* Un-protect and wake the writer, still under the lock (see the top). */
     int rc = uffd_protect(t->uffd, addr, SMALL_PAGE, false);
     pthread_mutex_unlock(&t->lock);
@@ -626,7 +629,6 @@ static void handle_msg(vmig_tracker *t, const struct uffd_msg *m)
         handler_fail(t, 0, "write fault outside every region at 0x%llx", (unsigned long long)addr);
     if (rc < 0)
         handler_fail(t, -rc, "cannot un-protect the page at 0x%llx", (unsigned long long)addr);
-    __atomic_fetch_add(&t->faults, 1, __ATOMIC_RELAXED);
 }
 
 static void *handler_main(void *arg)
