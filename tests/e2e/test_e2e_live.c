@@ -369,8 +369,10 @@ static void test_callback(void)
     check_success(&P, "callback");
     CHECK(P.st.dirty_track == VMIG_DIRTY_CALLBACK, "mode %s",
           vmig_dirty_track_name(P.st.dirty_track));
+    /* One sync per pass, plus at most one rate probe in each pass but the
+     * last (a pass that lasts over 200 ms: slow builds see them). */
     CHECK(the_vmm.starts == 1 && the_vmm.stops == 1 && the_vmm.syncs >= 2 &&
-              (uint32_t)the_vmm.syncs == P.st.pass,
+              (uint32_t)the_vmm.syncs >= P.st.pass && (uint32_t)the_vmm.syncs <= 2 * P.st.pass - 1,
           "hooks: %d starts, %d syncs, %d stops, %u passes", the_vmm.starts, the_vmm.syncs,
           the_vmm.stops, P.st.pass);
     vmig_tracker_free(the_vmm.t);
