@@ -293,6 +293,9 @@ static void *dst_channel_main(void *arg)
 
 static int read_handshake(vmig_session *s, vmig_conn *c, vmig_wire_hs *hs, vmig_error *err)
 {
+    /* A source whose host died or whose link stays down is given up
+     * connect-timeout + 5 s after its last packet, as it gives us up. */
+    vmig_conn_keepalive(c, s->p.connect_timeout_ms);
     /* A peer that connects and stays silent must not hold us forever. */
     struct timeval tv = {(time_t)(s->p.connect_timeout_ms / 1000),
                          (suseconds_t)(s->p.connect_timeout_ms % 1000) * 1000};

@@ -26,7 +26,9 @@ static const vmig_param_info infos[] = {
      "cap on bytes per second over all channels (K, M, G suffixes are powers of 1024); "
      "0 means unlimited"},
     {"connect-timeout", "1..3600000 (ms)", "10000",
-     "how long the source tries to connect and the destination waits for its channels"},
+     "how long the source tries to connect and the destination waits for its channels; "
+     "on TCP also the silence after which keepalive probes start (a peer whose host or link "
+     "is gone is given up 5 s later)"},
     {"dirty-track", "auto|none|callback|wp|wp-async|wp-sync", "auto",
      "source: how pages written during the migration are found: the VMM's dirty-log hook "
      "(auto uses it when set, else none), none (one pass of a stopped image), or the built-in "

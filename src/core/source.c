@@ -722,6 +722,9 @@ static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint3
                          (suseconds_t)(s->p.connect_timeout_ms % 1000) * 1000};
     if ((*out)->fd >= 0)
         setsockopt((*out)->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    /* ... and one whose host died must not either while we wait for its
+     * answers (RESULT, acknowledgements). */
+    vmig_conn_keepalive(*out, s->p.connect_timeout_ms);
     if (s->tls) {
         char host[256];
         const char *name = s->p.tls_hostname[0]                     ? s->p.tls_hostname

@@ -50,6 +50,24 @@ int vmig_connect(const char *uri, int timeout_ms, vmig_conn **out, vmig_error *e
     return rc ? rc : ops->connect(addr, timeout_ms, out, err);
 }
 
+void vmig_conn_keepalive(vmig_conn *c, uint32_t idle_ms)
+{
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+    if (c->fd < 0 || getsockopt(c->fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) ||
+        (domain != AF_INET && domain != AF_INET6))
+        return;
+    int one = 1, idle = (int)VMIG_MAX(idle_ms / 1000, 1u), intvl = 1, cnt = 5;
+    setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    /* With data unacknowledged keepalive does not probe: the same bound
+     * for the retransmissions (and it caps the probes' time too). */
+    unsigned user = idle_ms + (unsigned)cnt * 1000u;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
+}
+
 static int io_error(vmig_conn *c, ssize_t r, bool reading, const char *what, vmig_error *err)
 {
     if (r == 0)
@@ -59,6 +77,11 @@ static int io_error(vmig_conn *c, ssize_t r, bool reading, const char *what, vmi
     if (e == EAGAIN || e == EWOULDBLOCK)
         return vmig_error_set(err, VMIG_ETIMEDOUT, "%s: timed out %s %s", c->peer,
                               reading ? "reading" : "writing", what);
+    if (e == ETIMEDOUT) /* keepalive: the peer's host or the link is gone */
+        return vmig_error_set(err, VMIG_ETIMEDOUT,
+                              "%s: %s %s: the peer stopped answering (no reply to TCP keepalive "
+                              "probes: its host or the link is down)",
+                              c->peer, reading ? "reading" : "writing", what);
     if (e == EPROTO && c->why[0])
         return vmig_error_set(err, VMIG_EPROTO, "%s: %s %s: %s", c->peer,
                               reading ? "reading" : "writing", what, c->why);

@@ -98,6 +98,14 @@ static inline void vmig_conn_shutdown(vmig_conn *c)
     if (c)
         c->ops->shutdown(c);
 }
+/* TCP only (a no-op on other sockets): keepalive probes after idle_ms
+ * (at least 1 s) of silence, one a second, 5 unanswered end the connection
+ * (reads and writes fail with ETIMEDOUT), and data left unacknowledged for
+ * idle_ms + 5 s too (TCP_USER_TIMEOUT). A peer whose host died or whose link
+ * stays down is noticed idle_ms + 5 s after its last packet; a live peer's
+ * kernel answers the probes, however long it stays silent. */
+void vmig_conn_keepalive(vmig_conn *c, uint32_t idle_ms);
+
 static inline void vmig_conn_close(vmig_conn *c)
 {
     if (c)
