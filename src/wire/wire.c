@@ -59,6 +59,7 @@ void vmig_wire_hs_encode(const vmig_wire_hs *h, uint8_t out[VMIG_HS_LEN])
     vmig_put_be32(out, VMIG_HS_MAGIC);
     vmig_put_be16(out + 4, VMIG_WIRE_VERSION);
     out[6] = h->kind;
+    out[7] = h->flags;
     memcpy(out + 8, h->uuid, 16);
     vmig_put_be16(out + 24, h->channel_id);
     vmig_put_be16(out + 26, h->channel_count);
@@ -93,8 +94,15 @@ int vmig_wire_hs_decode(const uint8_t in[VMIG_HS_LEN], vmig_wire_hs *h, vmig_err
     if (kind != VMIG_CH_CONTROL && kind != VMIG_CH_DATA)
         return vmig_error_set(err, VMIG_EPROTO,
                               "handshake: kind %u is neither 0 (control) nor 1 (data)", kind);
-    if (in[7])
-        return vmig_error_set(err, VMIG_EPROTO, "handshake: flags 0x%02x must be 0", in[7]);
+    if (in[7] & ~VMIG_HS_F_RESUME)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "handshake: flags 0x%02x has unknown bits (known: 0x%02x, resume)",
+                              in[7], VMIG_HS_F_RESUME);
+    if (in[7] && kind != VMIG_CH_DATA)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "handshake: flags 0x%02x (resume) on a control channel: only a data "
+                              "channel resumes",
+                              in[7]);
     size_t r = first_nonzero(in + HS_RESERVED_OFF, HS_RESERVED_LEN);
     if (r < HS_RESERVED_LEN)
         return vmig_error_set(err, VMIG_EPROTO, "handshake: reserved byte %zu is 0x%02x, must be 0",
@@ -114,9 +122,36 @@ int vmig_wire_hs_decode(const uint8_t in[VMIG_HS_LEN], vmig_wire_hs *h, vmig_err
         return vmig_error_set(err, VMIG_EPROTO,
                               "handshake: channel_id %u is not below channel_count %u", id, count);
     h->kind = kind;
+    h->flags = in[7];
     memcpy(h->uuid, in + 8, 16);
     h->channel_id = id;
     h->channel_count = count;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* acknowledgements                                                   */
+
+void vmig_wire_chack_encode(uint64_t seq, uint8_t out[VMIG_CHACK_LEN])
+{
+    vmig_put_be32(out, VMIG_CHACK_MAGIC);
+    vmig_put_be64(out + 4, seq);
+    vmig_put_be32(out + 12, vmig_crc32c(0, out, 12));
+}
+
+int vmig_wire_chack_decode(const uint8_t in[VMIG_CHACK_LEN], uint64_t *seq, vmig_error *err)
+{
+    uint32_t magic = vmig_get_be32(in);
+    if (magic != VMIG_CHACK_MAGIC)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "acknowledgement: magic 0x%08" PRIx32 " is not 0x%08x (\"VMAK\")",
+                              magic, VMIG_CHACK_MAGIC);
+    uint32_t crc = vmig_get_be32(in + 12), want = vmig_crc32c(0, in, 12);
+    if (crc != want)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "acknowledgement: crc 0x%08" PRIx32 " does not match 0x%08" PRIx32,
+                              crc, want);
+    *seq = vmig_get_be64(in + 4);
     return 0;
 }
 

@@ -38,8 +38,13 @@ static inline uint64_t vmig_wire_codec_bound(uint64_t raw)
 
 enum vmig_ch_kind { VMIG_CH_CONTROL = 0, VMIG_CH_DATA = 1 };
 
+/* Handshake flags. RESUME: a data channel connecting again after its
+ * connection broke, in a session whose HELLO has VMIG_HELLO_F_RESUME. */
+#define VMIG_HS_F_RESUME 0x01u
+
 typedef struct vmig_wire_hs {
-    uint8_t kind; /* enum vmig_ch_kind */
+    uint8_t kind;  /* enum vmig_ch_kind */
+    uint8_t flags; /* VMIG_HS_F_*, data channels only */
     uint8_t uuid[16];
     uint16_t channel_id;
     uint16_t channel_count;
@@ -51,6 +56,19 @@ void vmig_wire_hs_encode(const vmig_wire_hs *h, uint8_t out[VMIG_HS_LEN]);
  * count in 1..64, id < count, control id == 0.
  */
 int vmig_wire_hs_decode(const uint8_t in[VMIG_HS_LEN], vmig_wire_hs *h, vmig_error *err);
+
+/* ---------------- acknowledgements (resume=on) ---------------- */
+
+/* Destination to source on a data channel: every packet of this channel
+ * up to and including sequence `seq` has landed. 16 bytes: magic "VMAK",
+ * seq, crc32c of bytes 0..11. Sent after every VMIG_CHACK_EVERY packets,
+ * after SYNC and FIN, and first thing on a resumed connection. */
+#define VMIG_CHACK_LEN   16
+#define VMIG_CHACK_MAGIC 0x564D414Bu /* "VMAK" */
+#define VMIG_CHACK_EVERY 8
+void vmig_wire_chack_encode(uint64_t seq, uint8_t out[VMIG_CHACK_LEN]);
+/* Magic and crc; the caller checks seq against what it sent. */
+int vmig_wire_chack_decode(const uint8_t in[VMIG_CHACK_LEN], uint64_t *seq, vmig_error *err);
 
 /* ---------------- control frames ---------------- */
 
@@ -76,7 +94,9 @@ enum vmig_ctl_type {
 #define VMIG_HELLO_F_DEVSTATE 0x1u /* a DEVSTATE frame comes before END */
 #define VMIG_HELLO_F_DEVICES  0x2u /* a device list follows the blocks */
 #define VMIG_HELLO_F_COLO     0x4u /* continuous checkpoints: no FIN, CKPT frames follow */
-#define VMIG_HELLO_F_KNOWN    (VMIG_HELLO_F_DEVSTATE | VMIG_HELLO_F_DEVICES | VMIG_HELLO_F_COLO)
+#define VMIG_HELLO_F_RESUME   0x8u /* resume=on: data channels acknowledge and reconnect */
+#define VMIG_HELLO_F_KNOWN                                                                         \
+    (VMIG_HELLO_F_DEVSTATE | VMIG_HELLO_F_DEVICES | VMIG_HELLO_F_COLO | VMIG_HELLO_F_RESUME)
 
 /* Devices (HELLO_F_DEVICES): how many, and the chunk size limits. */
 #define VMIG_WIRE_MAX_DEVICES   256

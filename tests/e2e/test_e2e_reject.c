@@ -265,7 +265,8 @@ int main(void)
         {"handshake: version 2", "version 2", 5, 2, 0},
         {"handshake: bad crc", "crc", 20, 0x77, 0},
         {"handshake: kind 7", "kind 7", 6, 7, 1},
-        {"handshake: flags set", "flags", 7, 1, 1},
+        {"handshake: resume flag on the control channel", "on a control channel", 7, 1, 1},
+        {"handshake: unknown flag", "unknown bits", 7, 0x80, 1},
         {"handshake: reserved byte set", "reserved", 30, 1, 1},
         {"handshake: control with id 1", "channel_id 1", 25, 1, 1},
     };

@@ -19,7 +19,8 @@ static void one(const uint8_t *in)
     if (rc)
         return;
     if (h.kind > VMIG_CH_DATA || h.channel_count < 1 || h.channel_count > VMIG_WIRE_MAX_CHANNELS ||
-        h.channel_id >= h.channel_count)
+        h.channel_id >= h.channel_count || (h.flags & ~VMIG_HS_F_RESUME) ||
+        (h.flags && h.kind != VMIG_CH_DATA))
         __builtin_trap();
     uint8_t out[VMIG_HS_LEN];
     vmig_wire_hs_encode(&h, out);

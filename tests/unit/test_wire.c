@@ -184,11 +184,29 @@ static void test_handshake(void)
         hs_fix_crc(b);
         EPROTO_(hs_dec(b, &h), "kind");
     }
-    /* flags */
-    hs_make(b, VMIG_CH_DATA, 0, 1);
-    b[7] = 1;
+    /* flags: resume on a data channel only, no other bit */
+    hs_make(b, VMIG_CH_DATA, 2, 4);
+    b[7] = VMIG_HS_F_RESUME;
     hs_fix_crc(b);
-    EPROTO_(hs_dec(b, &h), "flags");
+    OK(hs_dec(b, &h));
+    CHECK(h.kind == VMIG_CH_DATA && h.flags == VMIG_HS_F_RESUME && h.channel_id == 2,
+          "resume handshake round trip");
+    {
+        vmig_wire_hs r = {.kind = VMIG_CH_DATA, .flags = VMIG_HS_F_RESUME, .channel_count = 1};
+        uint8_t rb[VMIG_HS_LEN];
+        vmig_wire_hs_encode(&r, rb);
+        CHECK(rb[7] == VMIG_HS_F_RESUME, "resume flag encoded at byte 7");
+    }
+    for (unsigned f = 2; f < 256; f <<= 1) {
+        hs_make(b, VMIG_CH_DATA, 0, 1);
+        b[7] = (uint8_t)f;
+        hs_fix_crc(b);
+        EPROTO_(hs_dec(b, &h), "unknown bits");
+    }
+    hs_make(b, VMIG_CH_CONTROL, 0, 1);
+    b[7] = VMIG_HS_F_RESUME;
+    hs_fix_crc(b);
+    EPROTO_(hs_dec(b, &h), "on a control channel");
     /* every reserved byte */
     for (int i = 28; i < 36; i++) {
         hs_make(b, VMIG_CH_DATA, 0, 1);
@@ -502,8 +520,9 @@ static void test_hello(void)
         CHECK(hf.features == VMIG_HELLO_F_DEVSTATE, "features decoded: 0x%x", hf.features);
     }
     OK(hello1(r, 1, 1, 0, 0, VMIG_HELLO_F_COLO, 4096, 4096));
-    EPROTO_(hello1(r, 1, 1, 0, 0, 8, 4096, 4096), "features");
-    EPROTO_(hello1(r, 1, 1, 0, 0, 9, 4096, 4096), "features");
+    OK(hello1(r, 1, 1, 0, 0, VMIG_HELLO_F_RESUME, 4096, 4096));
+    EPROTO_(hello1(r, 1, 1, 0, 0, 0x10, 4096, 4096), "features");
+    EPROTO_(hello1(r, 1, 1, 0, 0, 0x19, 4096, 4096), "features");
     EPROTO_(hello1(r, 1, 1, 0, 0, 0x80000000u, 4096, 4096), "features");
     /* page_size: power of two in 4096..2 MiB */
     EPROTO_(hello1(r, 1, 1, 0, 0, 0, 4096, 0), "page_size");
@@ -1425,6 +1444,32 @@ static void test_packet_offsets(void)
 }
 
 /* The first error wins and a NULL vmig_error is fine. */
+/* Acknowledgements: layout, round trips at the extremes, every byte guarded. */
+static void test_chack(void)
+{
+    uint8_t b[VMIG_CHACK_LEN];
+    uint64_t seq = 0;
+    vmig_wire_chack_encode(0x0102030405060708ull, b);
+    CHECK(vmig_get_be32(b) == 0x564D414B && vmig_get_be64(b + 4) == 0x0102030405060708ull &&
+              vmig_get_be32(b + 12) == vmig_crc32c(0, b, 12),
+          "ack layout");
+    const uint64_t vals[] = {0, 1, UINT64_MAX};
+    for (size_t i = 0; i < VMIG_ARRAY_SIZE(vals); i++) {
+        vmig_wire_chack_encode(vals[i], b);
+        uint8_t *q = exact(b, VMIG_CHACK_LEN);
+        seq = 7;
+        OK(vmig_wire_chack_decode(q, &seq, ERR));
+        free(q);
+        CHECK(seq == vals[i], "ack round trip of %llu: %llu", (unsigned long long)vals[i],
+              (unsigned long long)seq);
+    }
+    for (int i = 0; i < VMIG_CHACK_LEN; i++) {
+        vmig_wire_chack_encode(42, b);
+        b[i] ^= 0x20;
+        EPROTO_(vmig_wire_chack_decode(b, &seq, ERR), i < 4 ? "magic" : "crc");
+    }
+}
+
 static void test_error_channel(void)
 {
     uint8_t b[VMIG_HS_LEN] = {0};
@@ -1452,6 +1497,7 @@ int main(void)
     test_packet_codec();
     test_packet_offsets();
     test_packet_dev();
+    test_chack();
     test_error_channel();
     return tu_result("test_wire");
 }
