@@ -209,6 +209,8 @@ typedef struct vmig_params {
     char tls_psk_identity[VMIG_TLS_STR_MAX]; /* source, psk: identity; "" = the first */
     char tls_priority[VMIG_TLS_STR_MAX];     /* GnuTLS priority string; "" = built-in */
     uint32_t tls_ktls;                       /* enum vmig_tls_ktls_mode; default auto */
+    /* Resumable channels (source; the destination follows HELLO). */
+    uint32_t resume; /* 0 off (default), 1 on: a cut data channel reconnects (docs/faults.md) */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -669,6 +671,11 @@ typedef struct vmig_stats {
     uint32_t tls_conns;      /* connections protected (control + data) */
     uint32_t tls_ktls_conns; /* of them, with the kernel doing the record layer */
     char tls_ktls_why[192];  /* when some had no kernel TLS: why ("the kernel has no ...") */
+    /* resume=on: data channels that broke and connected again (source:
+     * reconnected; destination: resumed), and the packets and wire bytes
+     * the source sent again because no acknowledgement covered them. */
+    uint32_t reconnects;
+    uint64_t resent_packets, resent_bytes;
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

@@ -264,6 +264,86 @@ static int recv_packet(vmig_channel *c, uint32_t *hint, vmig_error *err)
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* resume=on                                                           */
+
+static int write_ack(vmig_channel *c, vmig_error *err)
+{
+    uint8_t b[VMIG_CHACK_LEN];
+    vmig_wire_chack_encode(c->landed, b);
+    c->since_ack = 0;
+    return vmig_conn_write_all(c->conn, b, sizeof(b), "an acknowledgement", err);
+}
+
+/* A packet landed whole: acknowledge every VMIG_CHACK_EVERY packets and
+ * each marker (the source waits for FIN's). */
+static int landed(vmig_channel *c, bool marker, vmig_error *err)
+{
+    c->landed = c->last_seq;
+    if (marker || ++c->since_ack >= VMIG_CHACK_EVERY)
+        return write_ack(c, err);
+    return 0;
+}
+
+/*
+ * The connection broke (err says how): wait for the source to connect
+ * again (the accept thread hands the connection over), tell it the last
+ * packet that landed whole, and go on reading. The source tries for
+ * connect-timeout after it notices, which may take it connect-timeout
+ * (a write that makes no progress) plus keepalive's 5 s.
+ */
+static int resume_wait(vmig_channel *c, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    char cause[sizeof(err->msg)];
+    snprintf(cause, sizeof(cause), "%s", err->msg);
+    uint64_t wait_ms = 2ull * s->p.connect_timeout_ms + 5000;
+    for (;;) {
+        uint64_t deadline = vmig_now_ns() + wait_ms * 1000000ull;
+        pthread_mutex_lock(&s->lock);
+        while (!c->pending && !vmig_session_aborted(s) && vmig_now_ns() < deadline) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->resume_cv, &s->lock, &ts);
+        }
+        vmig_conn *nc = vmig_session_aborted(s) ? NULL : c->pending, *old = NULL;
+        if (nc) {
+            c->pending = NULL;
+            old = c->conn;
+            c->conn = nc;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (vmig_session_aborted(s))
+            return VMIG_ECANCELED;
+        *err = (vmig_error){0};
+        if (!nc)
+            return vmig_error_set(err, VMIG_ECONN,
+                                  "connection lost (%s); the source did not resume it within "
+                                  "%llu ms",
+                                  cause, (unsigned long long)wait_ms);
+        vmig_conn_close(old);
+        for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++)
+            if (c->codec_ctx[k]) {
+                vmig_codec_get(k)->dec_free(c->codec_ctx[k]);
+                c->codec_ctx[k] = NULL;
+            }
+        c->last_seq = c->landed; /* what follows starts after it */
+        int rc = write_ack(c, err);
+        if (!rc) {
+            vmig_stat_add(&s->st_reconnects, 1);
+            return 0;
+        }
+        if (!vmig_resume_retryable(rc))
+            return rc;
+        snprintf(cause, sizeof(cause), "%s", err->msg);
+    }
+}
+
 static void *dst_channel_main(void *arg)
 {
     vmig_channel *c = arg;
@@ -273,7 +353,12 @@ static void *dst_channel_main(void *arg)
     while (!c->fin && !vmig_session_aborted(s)) {
         uint64_t t0 = vmig_now_ns();
         vmig_error e = {0};
+        uint32_t synced = c->synced_pass;
         int rc = recv_packet(c, &hint, &e);
+        if (!rc && s->resume)
+            rc = landed(c, c->fin || c->synced_pass != synced, &e);
+        if (rc && s->resume && vmig_resume_retryable(rc) && !vmig_session_aborted(s))
+            rc = resume_wait(c, &e);
         vmig_stat_add(&c->st_busy_ns, vmig_now_ns() - t0);
         __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
         if (rc) {
@@ -284,6 +369,9 @@ static void *dst_channel_main(void *arg)
             break;
         }
     }
+    pthread_mutex_lock(&s->lock);
+    c->exited = true;
+    pthread_mutex_unlock(&s->lock);
     __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
     return NULL;
 }
@@ -408,6 +496,103 @@ static int accept_control(vmig_session *s, vmig_wire_hs *hs, vmig_error *err)
     }
 }
 
+/* A reconnected channel for ch (resume=on): it becomes the channel's
+ * pending connection, and the one the thread may still be reading is shut
+ * down (the source has given it up). A channel whose thread is done (its
+ * FIN landed, the acknowledgement was lost) is answered here. */
+static void hand_over(vmig_session *s, vmig_channel *ch, vmig_conn *c)
+{
+    pthread_mutex_lock(&s->lock);
+    vmig_conn *older = ch->pending;
+    bool done = ch->exited;
+    ch->pending = done ? NULL : c;
+    if (!done)
+        vmig_conn_shutdown(ch->conn);
+    pthread_cond_broadcast(&s->resume_cv);
+    uint64_t landed_seq = ch->landed;
+    pthread_mutex_unlock(&s->lock);
+    vmig_conn_close(older);
+    if (done) {
+        uint8_t b[VMIG_CHACK_LEN];
+        vmig_wire_chack_encode(landed_seq, b);
+        vmig_error e = {0};
+        vmig_conn_write_all(c, b, sizeof(b), "an acknowledgement", &e);
+        vmig_conn_close(c);
+    }
+}
+
+/* The handshake of a reconnecting channel: this session's, resume set. */
+static int check_resume_hs(vmig_session *s, const vmig_wire_hs *hs, const vmig_conn *c,
+                           vmig_error *err)
+{
+    if (hs->kind != VMIG_CH_DATA || !(hs->flags & VMIG_HS_F_RESUME))
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "%s: a %s handshake during the migration (only a data channel "
+                              "resuming may connect now)",
+                              c->peer, hs->kind == VMIG_CH_DATA ? "data channel" : "control");
+    if (memcmp(hs->uuid, s->uuid, 16))
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "%s: channel %u resumes another migration (session id differs)",
+                              c->peer, hs->channel_id);
+    if (hs->channel_count != s->nch || hs->channel_id >= s->nch)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "%s: resuming channel %u of %u, but this migration has %u channels",
+                              c->peer, hs->channel_id, hs->channel_count, s->nch);
+    return 0;
+}
+
+/* The accept thread of resume=on: reconnected channels, until stopped. A
+ * connection that is not one is refused (closed) and counted; the
+ * migration goes on. */
+static void *acc_main(void *arg)
+{
+    vmig_session *s = arg;
+    while (!__atomic_load_n(&s->acc_stop, __ATOMIC_ACQUIRE) && !vmig_session_aborted(s)) {
+        vmig_conn *c;
+        vmig_error e = {0};
+        int rc = s->listener->ops->accept(s->listener, -1, &s->acc_stop, &c, &e);
+        if (rc == VMIG_ECANCELED)
+            break;
+        if (rc) {
+            struct timespec ts = {0, 50000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        vmig_wire_hs hs;
+        if ((rc = vmig_session_tls_wrap(s, &c, NULL, &e))) {
+            vmig_conn_close(c);
+            continue;
+        }
+        rc = read_handshake(s, c, &hs, &e);
+        if (!rc)
+            rc = check_resume_hs(s, &hs, c, &e);
+        if (rc) {
+            vmig_conn_close(c);
+            continue;
+        }
+        hand_over(s, &s->ch[hs.channel_id], c);
+    }
+    return NULL;
+}
+
+int vmig_resume_accept_start(vmig_session *s, vmig_error *err)
+{
+    __atomic_store_n(&s->acc_stop, 0, __ATOMIC_RELEASE);
+    if (vmig_thread_start(&s->acc_thread, "vmig-resume", acc_main, s))
+        return vmig_error_set(err, VMIG_ENOMEM, "cannot start the thread that accepts resumes");
+    s->acc_started = true;
+    return 0;
+}
+
+void vmig_resume_accept_stop(vmig_session *s)
+{
+    if (!s->acc_started)
+        return;
+    __atomic_store_n(&s->acc_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(s->acc_thread, NULL);
+    s->acc_started = false;
+}
+
 static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_error *err)
 {
     uint32_t connected = 0;
@@ -436,6 +621,16 @@ static int accept_data_channels(vmig_session *s, const vmig_wire_hs *ctl, vmig_e
         if (!rc && hs.channel_id >= s->nch)
             rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel id %u is not below the count %u",
                                 c->peer, hs.channel_id, s->nch);
+        if (!rc && s->resume && (hs.flags & VMIG_HS_F_RESUME) && s->ch[hs.channel_id].conn) {
+            /* broken before the others were accepted: resumed at once */
+            hand_over(s, &s->ch[hs.channel_id], c);
+            continue;
+        }
+        if (!rc && (hs.flags & VMIG_HS_F_RESUME))
+            rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel %u resumes, but %s", c->peer,
+                                hs.channel_id,
+                                s->resume ? "it was never connected"
+                                          : "the source did not announce resume in HELLO");
         if (!rc && s->ch[hs.channel_id].conn)
             rc = vmig_error_set(err, VMIG_EPROTO, "%s: channel id %u is already connected", c->peer,
                                 hs.channel_id);
@@ -542,6 +737,14 @@ int vmig_dest_run(vmig_session *s)
     if ((rc = check_blocks(s, &hello, &e)) || (rc = vmig_dev_dest_start(s, &hello, &e)))
         goto fail;
     devstate = hello.features & VMIG_HELLO_F_DEVSTATE;
+    s->resume = (hello.features & VMIG_HELLO_F_RESUME) != 0;
+    memcpy(s->uuid, hs.uuid, 16); /* resumed channels must carry it */
+    if (s->resume && s->colo) {
+        rc = vmig_error_set(&e, VMIG_EPROTO,
+                            "the primary announces resume, which continuous checkpoints do not "
+                            "use");
+        goto fail;
+    }
     if (((hello.features & VMIG_HELLO_F_COLO) != 0) != s->colo) {
         rc = vmig_error_set(&e, VMIG_EPROTO,
                             s->colo ? "this secondary waits for continuous checkpoints "
@@ -592,7 +795,8 @@ int vmig_dest_run(vmig_session *s)
     __atomic_store_n(&s->start_ns, vmig_now_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, VMIG_STATE_ACTIVE, __ATOMIC_RELEASE);
 
-    if ((rc = accept_data_channels(s, &hs, &e)))
+    if ((rc = accept_data_channels(s, &hs, &e)) ||
+        (s->resume && (rc = vmig_resume_accept_start(s, &e))))
         goto fail;
     free(payload);
     payload = NULL;
@@ -646,6 +850,8 @@ int vmig_dest_run(vmig_session *s)
             pthread_join(s->ch[i].thread, NULL);
             s->ch[i].thread_started = false;
         }
+    /* Every FIN landed and was acknowledged: nothing resumes any more. */
+    vmig_resume_accept_stop(s);
     if (vmig_session_aborted(s)) {
         rc = s->err.code;
         goto fail;
@@ -707,6 +913,7 @@ fail:
             pthread_join(s->ch[i].thread, NULL);
             s->ch[i].thread_started = false;
         }
+    vmig_resume_accept_stop(s);
     /* Closed data channels may mean the source gave up: it says why on the
      * control channel. Otherwise tell the source why we refuse. */
     if (!s->colo) /* the checkpoint loop has heard the primary out already */

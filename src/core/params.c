@@ -112,6 +112,10 @@ static const vmig_param_info infos[] = {
     {"tls-ktls", "auto|require", "auto",
      "kernel TLS after the handshake: used when GnuTLS and the kernel offer it (auto), or every "
      "connection must have it (require); the summary reports whether it was in use"},
+    {"resume", "off|on", "off",
+     "source: a data channel that breaks mid-migration reconnects (a new handshake of the same "
+     "session, within connect-timeout) and re-sends exactly the packets the destination had not "
+     "acknowledged, instead of failing the migration; the destination follows the source"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -136,6 +140,7 @@ static const char *const accel_names[] = {"cpu", "dsa", "dsa-model", "auto", NUL
 static const char *const devstate_path_names[] = {"channels", "control", NULL};
 static const char *const tls_names[] = {"off", "x509", "psk", NULL};
 static const char *const tls_ktls_names[] = {"auto", "require", NULL};
+static const char *const off_on_names[] = {"off", "on", NULL};
 
 #define FIELD(f) offsetof(vmig_params, f), sizeof(((vmig_params *)0)->f)
 
@@ -176,6 +181,7 @@ static const param_spec specs[] = {
     {P_STR, FIELD(tls_psk_identity), 0, 0, NULL},
     {P_STR, FIELD(tls_priority), 0, 0, NULL},
     {P_ENUM, FIELD(tls_ktls), 0, 1, tls_ktls_names},
+    {P_ENUM, FIELD(resume), 0, 1, off_on_names},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 

@@ -38,6 +38,7 @@ int vmig_session_create(vmig_session **out, enum vmig_role role, const vmig_para
     pthread_mutex_init(&s->ctl_wlock, NULL);
     pthread_cond_init(&s->space, NULL);
     pthread_cond_init(&s->barrier_cv, NULL);
+    pthread_cond_init(&s->resume_cv, NULL);
     for (int i = 0; i < VMIG_MAX_CHANNELS; i++) {
         s->ch[i].s = s;
         s->ch[i].id = (uint32_t)i;
@@ -69,6 +70,7 @@ void vmig_session_free(vmig_session *s)
         pthread_cond_destroy(&s->ch[i].work);
     pthread_cond_destroy(&s->space);
     pthread_cond_destroy(&s->barrier_cv);
+    pthread_cond_destroy(&s->resume_cv);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->rate_lock);
     pthread_mutex_destroy(&s->auto_lock);
@@ -289,6 +291,8 @@ static void wake_all(vmig_session *s)
     pthread_mutex_lock(&s->lock);
     pthread_cond_broadcast(&s->space);
     pthread_cond_broadcast(&s->barrier_cv);
+    pthread_cond_broadcast(&s->resume_cv);
+    __atomic_store_n(&s->acc_stop, 1, __ATOMIC_RELEASE); /* no more resumes */
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++)
         pthread_cond_broadcast(&s->ch[i].work);
     pthread_mutex_unlock(&s->lock);
@@ -415,7 +419,11 @@ void vmig_session_reset_run(vmig_session *s)
         c->synced_pass = 0;
         c->fin = false;
         c->thread_started = false;
+        vmig_resume_free(c);
+        c->exited = false;
     }
+    s->resume = false;
+    __atomic_store_n(&s->acc_stop, 0, __ATOMIC_RELAXED);
     vmig_conn_close(s->control);
     s->control = NULL;
     s->nch = 0;
@@ -779,6 +787,9 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     o->flush_threads = LD(s->st_flush_threads);
     o->ckpt_discarded = LD(s->st_ckpt_discarded);
     o->faults_fired = (uint32_t)LD(s->st_faults);
+    o->reconnects = (uint32_t)LD(s->st_reconnects);
+    o->resent_packets = LD(s->st_resent_packets);
+    o->resent_bytes = LD(s->st_resent_bytes);
     pthread_mutex_lock(&s->lock);
     memcpy(o->deflate_path, s->deflate_desc, sizeof(o->deflate_path));
     memcpy(o->tls, s->tls_desc, sizeof(o->tls));

@@ -157,6 +157,22 @@ typedef struct vmig_channel {
     uint64_t last_seq;
     uint32_t synced_pass;
     bool fin;
+    /* resume=on (resume.c). Source, this channel's thread only: the packets
+     * written but not acknowledged (a ring of VMIG_RESUME_WINDOW), the
+     * highest sequence acknowledged and written. Destination: the last
+     * packet landed whole, packets since the last acknowledgement, and a
+     * reconnected connection handed over by the accept thread (under
+     * s->lock). */
+    struct vmig_sent *win;
+    uint32_t win_head, win_count;
+    uint64_t acked, sent_seq;
+    uint64_t landed;
+    uint32_t since_ack;
+    vmig_conn *pending;
+    bool exited;      /* destination: the thread is done (under s->lock) */
+    bool resending;   /* source: the packet being written is a re-send */
+    bool peer_spoke;  /* source: the destination wrote on the control channel (gave up) */
+    uint32_t last_nn; /* source: normal pages of the last RAM packet written */
 } vmig_channel;
 
 struct vmig_session {
@@ -269,6 +285,18 @@ struct vmig_session {
     uint64_t st_dev_chunks, st_dev_bytes, st_dev_iter_bytes, st_dev_save_ns, st_dev_load_ns;
     uint64_t st_dev_held_max;
     uint64_t st_dev_cpu_ns; /* destination: CPU time of the load threads */
+
+    /* resume=on (resume.c): the source's URI for reconnecting; the
+     * destination's thread that accepts reconnected channels, and its
+     * stop flag (atomic) and wake-up for channels waiting (s->lock). */
+    bool resume;
+    char uri[512];
+    pthread_t acc_thread;
+    bool acc_started;
+    int acc_stop;
+    pthread_cond_t resume_cv;
+    uint64_t st_reconnects;
+    uint64_t st_resent_packets, st_resent_bytes;
 
     /* Statistics (atomics). */
     uint64_t start_ns, end_ns, total_bytes;
@@ -459,6 +487,17 @@ static inline uint8_t *vmig_colo_base(vmig_session *s, vmig_block *b, uint32_t p
     *cached = base && pass > base;
     return *cached ? b->cache : b->host;
 }
+
+/* resume=on (source.c, dest.c): packets a channel keeps until they are
+ * acknowledged; errors that end a connection rather than the migration
+ * (closed, reset, timed out, I/O); freeing a channel's window and pending
+ * connection. */
+#define VMIG_RESUME_WINDOW 64
+bool vmig_resume_retryable(int code);
+void vmig_resume_free(vmig_channel *c);
+/* Destination: start and stop the thread that accepts reconnected channels. */
+int vmig_resume_accept_start(vmig_session *s, vmig_error *err);
+void vmig_resume_accept_stop(vmig_session *s);
 
 /* Range checks of every parameter (params.c). */
 int vmig_params_check(const vmig_params *p, vmig_error *err);

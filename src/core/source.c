@@ -226,8 +226,11 @@ static int send_ram(vmig_channel *c, vmig_job *job, vmig_job *const *ahead, uint
     }
     vmig_codec_stat(s, codec, nn, in, nn ? out : 0, enc_ns);
     vmig_stat_add(&c->st_bytes, bytes);
-    vmig_stat_add(&c->st_packets, 1);
     vmig_stat_add(&s->st_wire_bytes, bytes);
+    c->last_nn = nn;
+    if (c->resending) /* counted once, at its first write (resend() adjusts) */
+        return 0;
+    vmig_stat_add(&c->st_packets, 1);
     vmig_stat_add(&s->st_packets, 1);
     vmig_stat_add(&s->st_normal, nn);
     vmig_stat_add(&s->st_zero, n - nn);
@@ -249,6 +252,298 @@ static int send_marker(vmig_channel *c, vmig_job *job, vmig_error *err)
     if (!rc) {
         vmig_stat_add(&c->st_bytes, hlen);
         vmig_stat_add(&c->s->st_wire_bytes, hlen);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* resume=on: the window of unacknowledged packets                     */
+
+static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint8_t flags,
+                           uint32_t id, vmig_conn **out, vmig_error *err);
+
+/* One packet written and not acknowledged yet: what it takes to write it
+ * again from memory (RAM: the pages are read anew), and whether its first
+ * write was counted in the statistics (a write that failed half way was
+ * not). */
+typedef struct vmig_sent {
+    uint8_t type; /* VMIG_JOB_* */
+    bool counted;
+    uint32_t block, pass, npages, nnormal;
+    uint64_t seq;
+    uint64_t *offsets;
+} vmig_sent;
+
+bool vmig_resume_retryable(int code)
+{
+    return code == VMIG_ECONN || code == VMIG_EIO || code == VMIG_ETIMEDOUT;
+}
+
+/* Whether the failure rc of channel c is worth a reconnection. */
+static bool can_resume(vmig_channel *c, int rc)
+{
+    return rc && vmig_resume_retryable(rc) && !c->peer_spoke && !vmig_session_aborted(c->s);
+}
+
+static vmig_sent *win_at(vmig_channel *c, uint32_t i)
+{
+    return &c->win[(c->win_head + i) % VMIG_RESUME_WINDOW];
+}
+
+static int win_alloc(vmig_session *s, vmig_channel *c, vmig_error *err)
+{
+    c->win = calloc(VMIG_RESUME_WINDOW, sizeof(*c->win));
+    if (!c->win)
+        return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u's window", c->id);
+    for (uint32_t i = 0; i < VMIG_RESUME_WINDOW; i++)
+        if (!(c->win[i].offsets = malloc(sizeof(uint64_t) * s->p.packet_pages)))
+            return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u's window", c->id);
+    return 0;
+}
+
+void vmig_resume_free(vmig_channel *c)
+{
+    for (uint32_t i = 0; c->win && i < VMIG_RESUME_WINDOW; i++)
+        free(c->win[i].offsets);
+    free(c->win);
+    c->win = NULL;
+    c->win_head = c->win_count = 0;
+    c->acked = c->sent_seq = c->landed = 0;
+    c->since_ack = 0;
+    c->peer_spoke = false;
+    vmig_conn_close(c->pending);
+    c->pending = NULL;
+}
+
+static void win_trim(vmig_channel *c)
+{
+    while (c->win_count && win_at(c, 0)->seq <= c->acked) {
+        c->win_head = (c->win_head + 1) % VMIG_RESUME_WINDOW;
+        c->win_count--;
+    }
+}
+
+/* An acknowledgement: bytes, then the sequence against what this channel
+ * has written and what was acknowledged before. */
+static int ack_read(vmig_channel *c, vmig_error *err)
+{
+    uint8_t b[VMIG_CHACK_LEN];
+    uint64_t seq;
+    int rc = vmig_conn_read_all(c->conn, b, sizeof(b), "an acknowledgement", err);
+    if (!rc)
+        rc = vmig_wire_chack_decode(b, &seq, err);
+    if (rc)
+        return rc;
+    if (seq < c->acked || seq > c->sent_seq)
+        return vmig_error_set(err, VMIG_EPROTO,
+                              "acknowledgement of packet %llu, but this channel has written up "
+                              "to packet %llu and had packets up to %llu acknowledged",
+                              (unsigned long long)seq, (unsigned long long)c->sent_seq,
+                              (unsigned long long)c->acked);
+    c->acked = seq;
+    win_trim(c);
+    return 0;
+}
+
+/* Wait up to timeout_ms for c to be readable, in slices: a migration that
+ * failed meanwhile, or a destination that has said something on the
+ * control channel (an ERROR frame: it gave up), ends the wait. 1 readable,
+ * 0 timed out, or a VMIG_E* code with err set. */
+static int ack_wait(vmig_channel *c, int timeout_ms, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    for (int left = timeout_ms;;) {
+        int slice = VMIG_MIN(left, 100);
+        int r = c->conn->ops->wait_readable(c->conn, slice);
+        if (r < 0)
+            return vmig_error_set(err, VMIG_ECONN, "%s: waiting for acknowledgements: %s",
+                                  c->conn->peer, strerror(-r));
+        if (r != 0 || left <= 0)
+            return r;
+        left -= slice;
+        if (vmig_session_aborted(s))
+            return vmig_error_set(err, VMIG_ECANCELED, "the migration failed meanwhile");
+        if (s->control && s->control->ops->wait_readable(s->control, 0) == 1) {
+            /* its ERROR frame replaces this error (take_peer_error) */
+            c->peer_spoke = true;
+            return vmig_error_set(err, VMIG_ECONN,
+                                  "the destination wrote on the control channel while this "
+                                  "channel waited for an acknowledgement (it has given up)");
+        }
+        if (left <= 0)
+            return 0;
+    }
+}
+
+/* Read the acknowledgements that are there; wait up to timeout_ms for the
+ * first when timeout_ms > 0. */
+static int ack_drain(vmig_channel *c, int timeout_ms, vmig_error *err)
+{
+    for (;;) {
+        int r = ack_wait(c, timeout_ms, err);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return timeout_ms > 0
+                       ? vmig_error_set(err, VMIG_ETIMEDOUT, "%s: no acknowledgement for %d ms",
+                                        c->conn->peer, timeout_ms)
+                       : 0;
+        int rc = ack_read(c, err);
+        if (rc)
+            return rc;
+        timeout_ms = 0;
+    }
+}
+
+static int send_ram(vmig_channel *c, vmig_job *job, vmig_job *const *ahead, uint32_t nahead,
+                    vmig_error *err);
+static int send_marker(vmig_channel *c, vmig_job *job, vmig_error *err);
+
+/* Write every packet of the window again, in order, on the new connection. */
+static int resend(vmig_channel *c, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    for (uint32_t i = 0; i < c->win_count; i++) {
+        vmig_sent *w = win_at(c, i);
+        if (w->type == VMIG_JOB_DEV)
+            return vmig_error_set(err, VMIG_ENOTSUP,
+                                  "packet %llu, a device-state chunk, was not acknowledged: "
+                                  "resume writes RAM packets and markers again, not device "
+                                  "state (set devstate-path=control to make it resumable)",
+                                  (unsigned long long)w->seq);
+        vmig_job j = {.type = w->type,
+                      .block = w->block,
+                      .pass = w->pass,
+                      .npages = w->npages,
+                      .seq = w->seq,
+                      .offsets = w->offsets};
+        uint64_t b0 = __atomic_load_n(&c->st_bytes, __ATOMIC_RELAXED);
+        c->resending = w->counted;
+        int rc = w->type == VMIG_JOB_RAM ? send_ram(c, &j, NULL, 0, err) : send_marker(c, &j, err);
+        c->resending = false;
+        if (rc)
+            return rc;
+        if (w->type == VMIG_JOB_RAM && w->counted && c->last_nn != w->nnormal) {
+            /* The pages were read anew: a page zero then may not be now. */
+            vmig_stat_add(&s->st_normal, (uint64_t)c->last_nn - w->nnormal);
+            vmig_stat_add(&s->st_zero, (uint64_t)w->nnormal - c->last_nn);
+        }
+        w->nnormal = c->last_nn;
+        w->counted = true;
+        vmig_stat_add(&s->st_resent_packets, 1);
+        vmig_stat_add(&s->st_resent_bytes, __atomic_load_n(&c->st_bytes, __ATOMIC_RELAXED) - b0);
+    }
+    return 0;
+}
+
+/*
+ * The connection broke (err says how): connect again with a RESUME
+ * handshake, learn from the destination's first acknowledgement which
+ * packets landed, write the others again. Attempts go on for
+ * connect-timeout; a protocol error or a refusal ends them at once.
+ */
+static int reconnect(vmig_channel *c, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    char cause[sizeof(err->msg)];
+    snprintf(cause, sizeof(cause), "%s", err->msg);
+    uint64_t deadline = vmig_now_ns() + (uint64_t)s->p.connect_timeout_ms * 1000000ull;
+    vmig_error e = {0};
+    int rc;
+    for (;;) {
+        if (vmig_session_aborted(s))
+            return VMIG_ECANCELED;
+        pthread_mutex_lock(&s->lock);
+        vmig_conn *old = c->conn;
+        c->conn = NULL;
+        pthread_mutex_unlock(&s->lock);
+        vmig_conn_close(old); /* the destination sees it end */
+        vmig_conn *nc = NULL;
+        e = (vmig_error){0};
+        rc = connect_channel(s, s->uri, VMIG_CH_DATA, VMIG_HS_F_RESUME, c->id, &nc, &e);
+        if (nc) {
+            pthread_mutex_lock(&s->lock);
+            c->conn = nc;
+            pthread_mutex_unlock(&s->lock);
+            if (vmig_session_aborted(s)) /* a shutdown_conns that missed it */
+                vmig_conn_shutdown(nc);
+        }
+        if (!rc)
+            rc = ack_drain(c, (int)s->p.connect_timeout_ms, &e);
+        if (!rc) {
+            /* Stream codecs start over on a new connection, as the
+             * destination's decoders do. */
+            for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++)
+                if (c->codec_ctx[k]) {
+                    vmig_codec_get(k)->enc_free(c->codec_ctx[k]);
+                    c->codec_ctx[k] = NULL;
+                }
+            rc = resend(c, &e);
+        }
+        if (!rc) {
+            vmig_stat_add(&s->st_reconnects, 1);
+            return 0;
+        }
+        if (!can_resume(c, rc) || vmig_now_ns() >= deadline)
+            break;
+        struct timespec ts = {0, 100000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (vmig_session_aborted(s))
+        return VMIG_ECANCELED;
+    *err = (vmig_error){0};
+    return vmig_error_set(err, rc, "connection lost (%s); resume failed: %s", cause, e.msg);
+}
+
+/* Before a job's first write: room in the window (acknowledgements are
+ * waited for, connect-timeout at most), then its entry. */
+static int win_push(vmig_channel *c, const vmig_job *job, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    int rc = 0;
+    while (c->win_count == VMIG_RESUME_WINDOW) {
+        rc = ack_drain(c, (int)s->p.connect_timeout_ms, err);
+        if (can_resume(c, rc))
+            rc = reconnect(c, err);
+        if (rc)
+            return rc;
+    }
+    vmig_sent *w = win_at(c, c->win_count++);
+    *w = (vmig_sent){.type = job->type,
+                     .block = job->block,
+                     .pass = job->pass,
+                     .npages = job->npages,
+                     .seq = job->seq,
+                     .offsets = w->offsets};
+    if (job->type == VMIG_JOB_RAM) {
+        /* Classified jobs keep their normal pages first: the same set. */
+        memcpy(w->offsets, job->offsets, sizeof(uint64_t) * job->npages);
+    }
+    c->sent_seq = job->seq;
+    return 0;
+}
+
+/* After a job's write (rc its result): a broken connection is resumed
+ * (which writes this job again too); then the acknowledgements that
+ * arrived are read, and FIN waits for its own. */
+static int after_write(vmig_channel *c, const vmig_job *job, int rc, vmig_error *err)
+{
+    vmig_session *s = c->s;
+    if (!rc && c->win_count && win_at(c, c->win_count - 1)->seq == job->seq) {
+        win_at(c, c->win_count - 1)->counted = true;
+        win_at(c, c->win_count - 1)->nnormal = c->last_nn;
+    } else if (can_resume(c, rc)) {
+        rc = reconnect(c, err);
+    }
+    bool fin = job->type == VMIG_JOB_FIN;
+    while (!rc) {
+        if (fin && c->acked >= job->seq)
+            return 0;
+        rc = ack_drain(c, fin ? (int)s->p.connect_timeout_ms : 0, err);
+        if (!rc && !fin)
+            return 0;
+        if (can_resume(c, rc))
+            rc = reconnect(c, err);
     }
     return rc;
 }
@@ -282,9 +577,13 @@ static void *src_channel_main(void *arg)
 
         uint64_t t0 = vmig_now_ns();
         vmig_error e = {0};
-        int rc = job->type == VMIG_JOB_RAM   ? send_ram(c, job, ahead, nahead, &e)
+        int rc = s->resume ? win_push(c, job, &e) : 0;
+        if (!rc)
+            rc = job->type == VMIG_JOB_RAM   ? send_ram(c, job, ahead, nahead, &e)
                  : job->type == VMIG_JOB_DEV ? vmig_dev_send_job(c, job, &e)
                                              : send_marker(c, job, &e);
+        if (s->resume)
+            rc = after_write(c, job, rc, &e);
         uint8_t type = job->type;
         vmig_stat_add(&c->st_busy_ns, vmig_now_ns() - t0);
         __atomic_store_n(&c->st_cpu_ns, vmig_thread_cpu_ns() - cpu0, __ATOMIC_RELAXED);
@@ -710,8 +1009,8 @@ out:
     return rc;
 }
 
-static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint32_t id,
-                           vmig_conn **out, vmig_error *err)
+static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint8_t flags,
+                           uint32_t id, vmig_conn **out, vmig_error *err)
 {
     int rc = vmig_connect(uri, (int)s->p.connect_timeout_ms, out, err);
     if (rc)
@@ -736,7 +1035,10 @@ static int connect_channel(vmig_session *s, const char *uri, uint8_t kind, uint3
             return rc;
         }
     }
-    vmig_wire_hs hs = {.kind = kind, .channel_id = (uint16_t)id, .channel_count = (uint16_t)s->nch};
+    vmig_wire_hs hs = {.kind = kind,
+                       .flags = flags,
+                       .channel_id = (uint16_t)id,
+                       .channel_count = (uint16_t)s->nch};
     memcpy(hs.uuid, s->uuid, 16);
     uint8_t raw[VMIG_HS_LEN];
     vmig_wire_hs_encode(&hs, raw);
@@ -1366,6 +1668,19 @@ int vmig_source_run(vmig_session *s, const char *uri)
                                               : "devstate-path=control is not supported");
         goto fail;
     }
+    s->resume = s->p.resume != 0;
+    snprintf(s->uri, sizeof(s->uri), "%s", uri);
+    if (s->resume && s->colo) {
+        rc = vmig_error_set(&e, VMIG_EINVAL,
+                            "resume is for migrations; continuous checkpoints recover from a "
+                            "broken channel by the next checkpoint or a failover");
+        goto fail;
+    }
+    if (s->resume && strlen(uri) >= sizeof(s->uri)) {
+        rc = vmig_error_set(&e, VMIG_EINVAL, "resume: the URI is longer than %zu bytes",
+                            sizeof(s->uri) - 1);
+        goto fail;
+    }
     if (!s->ops.throttle)
         L.pc.policy = VMIG_THROTTLE_OFF; /* nothing to turn: stalls end by on-limit */
     scratch = malloc(sizeof(uint64_t) * s->p.packet_pages);
@@ -1388,14 +1703,16 @@ int vmig_source_run(vmig_session *s, const char *uri)
 
     /* Control channel: handshake, HELLO, then READY (or the destination's reason). */
     vmig_conn *ctl;
-    if ((rc = connect_channel(s, uri, VMIG_CH_CONTROL, 0, &ctl, &e)))
+    if ((rc = connect_channel(s, uri, VMIG_CH_CONTROL, 0, 0, &ctl, &e)))
         goto fail;
     pthread_mutex_lock(&s->lock);
     s->control = ctl;
     pthread_mutex_unlock(&s->lock);
-    if ((rc = send_hello(
-             s, (s->ops.save_state ? VMIG_HELLO_F_DEVSTATE : 0) | (s->colo ? VMIG_HELLO_F_COLO : 0),
-             &e)))
+    if ((rc = send_hello(s,
+                         (s->ops.save_state ? VMIG_HELLO_F_DEVSTATE : 0) |
+                             (s->colo ? VMIG_HELLO_F_COLO : 0) |
+                             (s->resume ? VMIG_HELLO_F_RESUME : 0),
+                         &e)))
         goto fail;
     uint8_t *payload;
     uint32_t plen;
@@ -1412,7 +1729,8 @@ int vmig_source_run(vmig_session *s, const char *uri)
 
     for (uint32_t i = 0; i < s->nch; i++) {
         vmig_conn *dc;
-        if ((rc = connect_channel(s, uri, VMIG_CH_DATA, i, &dc, &e)))
+        if ((s->resume && (rc = win_alloc(s, &s->ch[i], &e))) ||
+            (rc = connect_channel(s, uri, VMIG_CH_DATA, 0, i, &dc, &e)))
             goto fail;
         pthread_mutex_lock(&s->lock);
         s->ch[i].conn = dc;

@@ -392,6 +392,9 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
                st->tls_ktls_conns);
         json_string(stdout, st->tls_ktls_why);
         printf("}");
+        printf(",\"resume\":{\"reconnects\":%u,\"resent_packets\":%llu,\"resent_bytes\":%llu}",
+               st->reconnects, (unsigned long long)st->resent_packets,
+               (unsigned long long)st->resent_bytes);
         printf(",\"devices\":{\"count\":%u,\"path\":\"%s\",\"chunks\":%u,\"bytes\":%llu,"
                "\"iter_bytes\":%llu,\"save_seconds\":%.6f,\"load_seconds\":%.6f,"
                "\"held_max_bytes\":%llu}",
@@ -463,6 +466,13 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
                st->tls_ktls_conns);
         if (st->tls_ktls_conns < st->tls_conns && st->tls_ktls_why[0])
             printf(" (%s)", st->tls_ktls_why);
+        printf("\n");
+    }
+    if (st->reconnects) {
+        printf("  %-22s %u channel connection(s) broke and resumed", "resume", st->reconnects);
+        if (st->resent_packets)
+            printf(", %llu packets (%s) sent again", (unsigned long long)st->resent_packets,
+                   cli_fmt_bytes(st->resent_bytes, a, sizeof(a)));
         printf("\n");
     }
     printf("  %-22s", "channels");
