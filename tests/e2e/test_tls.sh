@@ -87,6 +87,17 @@ migrate psk "--tls psk --tls-creds $G" "--tls psk --tls-creds $G"
 check "psk: both sides exit 0, the copy is exact, the summary says psk" \
     eval '[ "$SRC/$DRC" = 0/0 ] && same psk && has psk.send.out "TLS1.3 psk"'
 
+# resume over TLS: the source cuts channel 1 at its 2nd packet (of 2); the new
+# connection goes through a TLS handshake of its own (6 connections), the
+# stream goes on where the acknowledgements say, and the copy is exact.
+VMIG_FAULTS=close:role=src:ch=1:pkt=2 migrate resume "--tls x509 --tls-creds $G" \
+    "--tls x509 --tls-creds $G --resume on --json"
+check "resume over TLS: a cut channel reconnects with a new handshake, the copy is exact" \
+    eval '[ "$SRC/$DRC" = 0/0 ] && same resume && json resume.send.out \
+        "d[\"ok\"] and d[\"resume\"][\"reconnects\"] == 1 and d[\"tls\"][\"connections\"] == 6"'
+check "resume over TLS: the receiver's summary has its resume line" \
+    has resume.recv.out "resume  *1 channel connection(s) broke and resumed"
+
 migrate authz "--tls x509 --tls-creds $G --tls-authz vmig-source" "--tls x509 --tls-creds $G"
 check "tls-authz naming the source's certificate: migrates" eval '[ "$SRC/$DRC" = 0/0 ] && same authz'
 
