@@ -509,7 +509,7 @@ static void hand_over(vmig_session *s, vmig_channel *ch, vmig_conn *c)
     if (!done)
         vmig_conn_shutdown(ch->conn);
     pthread_cond_broadcast(&s->resume_cv);
-    uint64_t landed_seq = ch->landed;
+    uint64_t landed_seq = done ? ch->landed : 0; /* the thread's last write came before exited */
     pthread_mutex_unlock(&s->lock);
     vmig_conn_close(older);
     if (done) {

@@ -33,6 +33,7 @@ static char dir[] = "/tmp/vmig-faults-XXXXXX";
  * packets per channel (VMIG_RESUME_WINDOW in src/core/session.h). */
 #define VMIG_RESUME_WINDOW_FOR_TESTS 64
 #define RESUME_TRIALS                12
+#define PLAIN_TRIALS                 8
 static uint32_t g_resume, g_codec = VMIG_CODEC_NONE;
 
 static void params_for(vmig_params *p)
@@ -268,6 +269,34 @@ static void test_resume(void)
         else
             tu_vm_resume(&vm);
     }
+
+    /* Without resume, cuts at random moments, by either side: a trial ends
+     * with the destination equal to the source (the cut came after the
+     * last packet that mattered) or with both failed and the source VM
+     * running and intact; never anything else. */
+    g_resume = 0;
+    int completed = 0;
+    for (int t = 0; t < PLAIN_TRIALS; t++) {
+        char spec[64], name[32];
+        bool on_src = rand() % 2;
+        snprintf(spec, sizeof(spec), "close:ch=%d:pkt=%d", rand() % 2, 1 + rand() % 80);
+        snprintf(name, sizeof(name), "cut-trial-%d", t);
+        o = run(name, on_src ? spec : "", on_src ? "" : spec, &vm);
+        bool fired = o.src_fired + o.dst_fired > 0;
+        if (o.src_rc == 0) {
+            CHECK(o.dst_rc == 0 && o.same, "%s (%s on the %s): source done, destination %d %s",
+                  name, spec, on_src ? "source" : "destination", o.dst_rc, o.dst.msg);
+            completed++;
+            tu_vm_resume(&vm);
+        } else {
+            CHECK(fired && o.dst_rc != 0, "%s (%s): source %d %s / destination %d %s", name, spec,
+                  o.src_rc, o.src.msg, o.dst_rc, o.dst.msg);
+            check_source(&vm, name);
+        }
+    }
+    printf("cut trials without resume: %d of %d completed, the rest failed cleanly\n", completed,
+           PLAIN_TRIALS);
+    g_resume = 1;
 
     /* A corrupt packet is not a broken link: refused, not resumed. */
     o = run("resume-corrupt", "corrupt:ch=1:pkt=7", "", &vm);
