@@ -3,14 +3,14 @@
 #                processes on this machine (without KVM: a synthetic 4 GiB live workload)
 #   make check   build, then run the whole test suite
 # Other targets: build, asan, tsan, fuzz, fuzz-long, qpl-check, bench, bench-live, bench-minivm,
-# bench-compress, bench-accel, bench-devstate, bench-colo, bench-tls, format, clean.
+# bench-compress, bench-accel, bench-devstate, bench-colo, bench-tls, bench-resume, format, clean.
 
 BUILD    ?= build
 MESON    ?= meson
 FUZZ_SECONDS ?= 60
 DEMO_SIZE ?= 2G
 
-.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm bench-compress bench-accel bench-devstate bench-colo bench-tls format clean qpl-check
+.PHONY: all build deps demo check asan tsan fuzz fuzz-long bench bench-live bench-minivm bench-compress bench-accel bench-devstate bench-colo bench-tls bench-resume format clean qpl-check
 
 all: build
 
@@ -73,11 +73,16 @@ bench: build
 	./bench/run_colo.py $(BUILD) || [ $$? = 77 ]
 	./bench/run_tls.py $(BUILD) || [ $$? = 77 ]
 	./bench/run_tls.py $(BUILD) --cold --only plain,x509 || [ $$? = 77 ]
+	./bench/run_resume.py $(BUILD) --runs 10
 
 # TLS against plain (issue 9): prefaulted destination, then cold.
 bench-tls: build
 	./bench/run_tls.py $(BUILD)
 	./bench/run_tls.py $(BUILD) --cold --only plain,x509
+
+# A channel cut half way with resume=on, against an uninterrupted migration (issue 9).
+bench-resume: build
+	./bench/run_resume.py $(BUILD) --runs 10 --markdown
 
 bench-minivm: build
 	./bench/run_minivm.py $(BUILD) --rings

@@ -492,7 +492,7 @@ static inline uint8_t *vmig_colo_base(vmig_session *s, vmig_block *b, uint32_t p
  * acknowledged; errors that end a connection rather than the migration
  * (closed, reset, timed out, I/O); freeing a channel's window and pending
  * connection. */
-#define VMIG_RESUME_WINDOW 64
+#define VMIG_RESUME_WINDOW 1024
 bool vmig_resume_retryable(int code);
 void vmig_resume_free(vmig_channel *c);
 /* Destination: start and stop the thread that accepts reconnected channels. */

@@ -292,19 +292,21 @@ static vmig_sent *win_at(vmig_channel *c, uint32_t i)
 
 static int win_alloc(vmig_session *s, vmig_channel *c, vmig_error *err)
 {
+    /* One block for every entry's offsets: 1 MiB at the default packet size. */
     c->win = calloc(VMIG_RESUME_WINDOW, sizeof(*c->win));
-    if (!c->win)
+    uint64_t *offs =
+        c->win ? malloc(sizeof(uint64_t) * s->p.packet_pages * VMIG_RESUME_WINDOW) : NULL;
+    if (!offs)
         return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u's window", c->id);
     for (uint32_t i = 0; i < VMIG_RESUME_WINDOW; i++)
-        if (!(c->win[i].offsets = malloc(sizeof(uint64_t) * s->p.packet_pages)))
-            return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u's window", c->id);
+        c->win[i].offsets = offs + (size_t)i * s->p.packet_pages;
     return 0;
 }
 
 void vmig_resume_free(vmig_channel *c)
 {
-    for (uint32_t i = 0; c->win && i < VMIG_RESUME_WINDOW; i++)
-        free(c->win[i].offsets);
+    if (c->win)
+        free(c->win[0].offsets);
     free(c->win);
     c->win = NULL;
     c->win_head = c->win_count = 0;

@@ -31,7 +31,7 @@ static char dir[] = "/tmp/vmig-faults-XXXXXX";
 
 /* Set by the resume cases around run(); the window of unacknowledged
  * packets per channel (VMIG_RESUME_WINDOW in src/core/session.h). */
-#define VMIG_RESUME_WINDOW_FOR_TESTS 64
+#define VMIG_RESUME_WINDOW_FOR_TESTS 1024
 #define RESUME_TRIALS                12
 #define PLAIN_TRIALS                 8
 static uint32_t g_resume, g_codec = VMIG_CODEC_NONE;
