@@ -3,7 +3,8 @@
 # processes on a unix socket, and is checked twice: by the destination VMM
 # (every page against the guest's generation table, before the vCPUs
 # resume) and by the guest itself (its checker vCPU and its counter, which
-# must go on). Cases: verified live migration with 2 and with 1 and 4 vCPUs,
+# must go on). Cases: verified live migration with 2 and with 1 and 4 vCPUs, a data channel
+# cut mid-migration with resume on (it reconnects; verified),
 # a migration that needs throttling, a destination killed half way (the
 # source guest runs on and reports no failure; then it migrates again from
 # the monitor and verifies), ping-pong A -> B -> A, a
@@ -65,6 +66,17 @@ for n in 1 4; do
         fail "$n vCPU(s): exit $RC: $(tail -5 "$T/vcpus$n.err")"
     fi
 done
+
+# resume=on: the source cuts data channel 1 at its 30th packet; the channel
+# reconnects, the unacknowledged packets go again, the guest is verified.
+VMIG_FAULTS=close:role=src:ch=1:pkt=30 live resume --mem 256M --vcpus 2 --migrate-after 1s \
+    --resume on
+if [ "$RC" = 0 ] && has resume.err "verified [0-9]* pages" && has resume.err "guest ran on" &&
+    has resume.out "resume  *1 channel connection(s) broke and resumed"; then
+    pass "a data channel cut mid-migration (resume on): reconnected, verified, the guest ran on"
+else
+    fail "resume: exit $RC: $(tail -5 "$T/resume.err")"
+fi
 
 # A slow link and a fast writer: converges only by throttling (or, where a
 # sanitizer slows the VMM, switches over after 12 passes, still throttled).
