@@ -93,6 +93,9 @@ uint64_t vmig_thread_cpu_ns(void); /* CPU time of the calling thread */
 /* pthread_create() with every signal blocked in the new thread, named
  * `name` (cut to 15 bytes; NULL: unnamed). Returns pthread_create()'s result. */
 int vmig_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg);
+/* pthread_cond_timedwait() for at most `ms` milliseconds from now (the
+ * caller holds `m` and re-checks its condition). */
+void vmig_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *m, uint32_t ms);
 
 /* Power-of-two test. */
 static inline bool vmig_is_pow2(uint64_t v)

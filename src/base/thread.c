@@ -4,6 +4,19 @@
 
 #include "base.h"
 
+void vmig_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *m, uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cv, m, &ts);
+}
+
 int vmig_thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg)
 {
     /* Block every signal in the new thread (it inherits the mask of its

@@ -386,16 +386,8 @@ static int wait_pass(vmig_session *s, uint64_t id, uint32_t pass, vmig_error *er
     uint32_t limit_ms = VMIG_MAX(s->p.heartbeat_timeout_ms, s->p.connect_timeout_ms);
     uint64_t deadline = vmig_now_ns() + (uint64_t)limit_ms * 1000000ull;
     pthread_mutex_lock(&s->lock);
-    while (s->barrier_pass < pass && !vmig_session_aborted(s) && vmig_now_ns() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 5000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&s->barrier_cv, &s->lock, &ts);
-    }
+    while (s->barrier_pass < pass && !vmig_session_aborted(s) && vmig_now_ns() < deadline)
+        vmig_cond_wait_ms(&s->barrier_cv, &s->lock, 5);
     uint32_t got = s->barrier_pass;
     pthread_mutex_unlock(&s->lock);
     /* A checkpoint whose pass is all here counts, even if a channel broke

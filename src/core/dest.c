@@ -301,16 +301,8 @@ static int resume_wait(vmig_channel *c, vmig_error *err)
     for (;;) {
         uint64_t deadline = vmig_now_ns() + wait_ms * 1000000ull;
         pthread_mutex_lock(&s->lock);
-        while (!c->pending && !vmig_session_aborted(s) && vmig_now_ns() < deadline) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s->resume_cv, &s->lock, &ts);
-        }
+        while (!c->pending && !vmig_session_aborted(s) && vmig_now_ns() < deadline)
+            vmig_cond_wait_ms(&s->resume_cv, &s->lock, 100);
         vmig_conn *nc = vmig_session_aborted(s) ? NULL : c->pending, *old = NULL;
         if (nc) {
             c->pending = NULL;
@@ -327,11 +319,7 @@ static int resume_wait(vmig_channel *c, vmig_error *err)
                                   "%llu ms",
                                   cause, (unsigned long long)wait_ms);
         vmig_conn_close(old);
-        for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++)
-            if (c->codec_ctx[k]) {
-                vmig_codec_get(k)->dec_free(c->codec_ctx[k]);
-                c->codec_ctx[k] = NULL;
-            }
+        vmig_channel_codec_reset(c);
         c->last_seq = c->landed; /* what follows starts after it */
         int rc = write_ack(c, err);
         if (!rc) {

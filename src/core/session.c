@@ -403,12 +403,7 @@ void vmig_session_reset_run(vmig_session *s)
             free(c->jobs[j].offsets);
             c->jobs[j].offsets = NULL;
         }
-        for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
-            const vmig_codec_ops *ops = vmig_codec_get(k);
-            if (c->codec_ctx[k])
-                (s->role == VMIG_ROLE_DEST ? ops->dec_free : ops->enc_free)(c->codec_ctx[k]);
-            c->codec_ctx[k] = NULL;
-        }
+        vmig_channel_codec_reset(c);
         free(c->cbuf);
         free(c->pages);
         c->cbuf = NULL;
@@ -875,6 +870,16 @@ vmig_digest vmig_block_digest_hashes(const vmig_block *b, bool dest)
 
 /* ------------------------------------------------------------------ */
 /* compression helpers                                                 */
+
+void vmig_channel_codec_reset(vmig_channel *c)
+{
+    for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
+        const vmig_codec_ops *ops = vmig_codec_get(k);
+        if (c->codec_ctx[k])
+            (c->s->role == VMIG_ROLE_DEST ? ops->dec_free : ops->enc_free)(c->codec_ctx[k]);
+        c->codec_ctx[k] = NULL;
+    }
+}
 
 int vmig_channel_codec_ctx(vmig_channel *c, uint32_t codec, bool dest, void **ctx, vmig_error *err)
 {

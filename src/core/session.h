@@ -341,6 +341,9 @@ void vmig_rate_wait(vmig_session *s, uint64_t bytes);
 /* Compression helpers shared by both sides (session.c). */
 /* The codec context of channel c for `codec`, created on first use. */
 int vmig_channel_codec_ctx(vmig_channel *c, uint32_t codec, bool dest, void **ctx, vmig_error *err);
+/* Free every codec context of channel c (a new connection starts the
+ * streams over; the end of a run). */
+void vmig_channel_codec_reset(vmig_channel *c);
 /* Make c->cbuf hold at least `len` bytes. */
 int vmig_channel_cbuf(vmig_channel *c, size_t len, vmig_error *err);
 /* Account one packet of `codec` in s->st_codec. */

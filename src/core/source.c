@@ -475,11 +475,7 @@ static int reconnect(vmig_channel *c, vmig_error *err)
         if (!rc) {
             /* Stream codecs start over on a new connection, as the
              * destination's decoders do. */
-            for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++)
-                if (c->codec_ctx[k]) {
-                    vmig_codec_get(k)->enc_free(c->codec_ctx[k]);
-                    c->codec_ctx[k] = NULL;
-                }
+            vmig_channel_codec_reset(c);
             rc = resend(c, &e);
         }
         if (!rc) {
