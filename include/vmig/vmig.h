@@ -211,6 +211,7 @@ typedef struct vmig_params {
     uint32_t tls_ktls;                       /* enum vmig_tls_ktls_mode; default auto */
     /* Resumable channels (source; the destination follows HELLO). */
     uint32_t resume; /* 0 off (default), 1 on: a cut data channel reconnects (docs/faults.md) */
+    uint32_t resume_window; /* packets a channel keeps until acknowledged, 16..1024; 1024 */
 } vmig_params;
 
 /* Fill `p` with the defaults. */
@@ -676,6 +677,9 @@ typedef struct vmig_stats {
      * the source sent again because no acknowledgement covered them. */
     uint32_t reconnects;
     uint64_t resent_packets, resent_bytes;
+    /* Source, resume=on: times a channel had resume-window packets not
+     * acknowledged and waited for an acknowledgement before writing on. */
+    uint64_t window_waits;
     vmig_channel_stats ch[VMIG_MAX_CHANNELS];
 } vmig_stats;
 

@@ -116,6 +116,11 @@ static const vmig_param_info infos[] = {
      "source: a data channel that breaks mid-migration reconnects (a new handshake of the same "
      "session, within connect-timeout) and re-sends exactly the packets the destination had not "
      "acknowledged, instead of failing the migration; the destination follows the source"},
+    {"resume-window", "16..1024 (packets)", "1024",
+     "source, resume=on: packets a channel keeps for re-sending until the destination "
+     "acknowledges them (it acknowledges every 8); a channel with this many unacknowledged "
+     "waits, connect-timeout at most, before writing on (1 KiB of page offsets per packet "
+     "of 128 pages: 1 MiB per channel at 1024)"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -182,6 +187,7 @@ static const param_spec specs[] = {
     {P_STR, FIELD(tls_priority), 0, 0, NULL},
     {P_ENUM, FIELD(tls_ktls), 0, 1, tls_ktls_names},
     {P_ENUM, FIELD(resume), 0, 1, off_on_names},
+    {P_UINT, FIELD(resume_window), 16, 1024, NULL},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 
@@ -216,6 +222,7 @@ void vmig_params_init(vmig_params *p)
     p->checkpoint_period_ms = 1000;
     p->heartbeat_timeout_ms = 2000;
     p->flush_threads = 0;
+    p->resume_window = 1024;
 }
 
 /* A parameter's field, read or written at its width (4 or 8 bytes). */

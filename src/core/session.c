@@ -784,6 +784,7 @@ int vmig_stats_get(vmig_session *s, vmig_stats *o)
     o->faults_fired = (uint32_t)LD(s->st_faults);
     o->reconnects = (uint32_t)LD(s->st_reconnects);
     o->resent_packets = LD(s->st_resent_packets);
+    o->window_waits = LD(s->st_window_waits);
     o->resent_bytes = LD(s->st_resent_bytes);
     pthread_mutex_lock(&s->lock);
     memcpy(o->deflate_path, s->deflate_desc, sizeof(o->deflate_path));

@@ -158,7 +158,7 @@ typedef struct vmig_channel {
     uint32_t synced_pass;
     bool fin;
     /* resume=on (resume.c). Source, this channel's thread only: the packets
-     * written but not acknowledged (a ring of VMIG_RESUME_WINDOW), the
+     * written but not acknowledged (a ring of p.resume_window), the
      * highest sequence acknowledged and written. Destination: the last
      * packet landed whole, packets since the last acknowledgement, and a
      * reconnected connection handed over by the accept thread (under
@@ -297,6 +297,7 @@ struct vmig_session {
     pthread_cond_t resume_cv;
     uint64_t st_reconnects;
     uint64_t st_resent_packets, st_resent_bytes;
+    uint64_t st_window_waits;
 
     /* Statistics (atomics). */
     uint64_t start_ns, end_ns, total_bytes;
@@ -495,7 +496,6 @@ static inline uint8_t *vmig_colo_base(vmig_session *s, vmig_block *b, uint32_t p
  * acknowledged; errors that end a connection rather than the migration
  * (closed, reset, timed out, I/O); freeing a channel's window and pending
  * connection. */
-#define VMIG_RESUME_WINDOW 1024
 bool vmig_resume_retryable(int code);
 void vmig_resume_free(vmig_channel *c);
 /* Destination: start and stop the thread that accepts reconnected channels. */

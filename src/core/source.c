@@ -287,18 +287,19 @@ static bool can_resume(vmig_channel *c, int rc)
 
 static vmig_sent *win_at(vmig_channel *c, uint32_t i)
 {
-    return &c->win[(c->win_head + i) % VMIG_RESUME_WINDOW];
+    return &c->win[(c->win_head + i) % c->s->p.resume_window];
 }
 
 static int win_alloc(vmig_session *s, vmig_channel *c, vmig_error *err)
 {
-    /* One block for every entry's offsets: 1 MiB at the default packet size. */
-    c->win = calloc(VMIG_RESUME_WINDOW, sizeof(*c->win));
-    uint64_t *offs =
-        c->win ? malloc(sizeof(uint64_t) * s->p.packet_pages * VMIG_RESUME_WINDOW) : NULL;
+    /* One block for every entry's offsets: 1 MiB at the default packet size
+     * and window. */
+    uint32_t n = s->p.resume_window;
+    c->win = calloc(n, sizeof(*c->win));
+    uint64_t *offs = c->win ? malloc(sizeof(uint64_t) * s->p.packet_pages * n) : NULL;
     if (!offs)
         return vmig_error_set(err, VMIG_ENOMEM, "out of memory for channel %u's window", c->id);
-    for (uint32_t i = 0; i < VMIG_RESUME_WINDOW; i++)
+    for (uint32_t i = 0; i < n; i++)
         c->win[i].offsets = offs + (size_t)i * s->p.packet_pages;
     return 0;
 }
@@ -320,7 +321,7 @@ void vmig_resume_free(vmig_channel *c)
 static void win_trim(vmig_channel *c)
 {
     while (c->win_count && win_at(c, 0)->seq <= c->acked) {
-        c->win_head = (c->win_head + 1) % VMIG_RESUME_WINDOW;
+        c->win_head = (c->win_head + 1) % c->s->p.resume_window;
         c->win_count--;
     }
 }
@@ -499,7 +500,9 @@ static int win_push(vmig_channel *c, const vmig_job *job, vmig_error *err)
 {
     vmig_session *s = c->s;
     int rc = 0;
-    while (c->win_count == VMIG_RESUME_WINDOW) {
+    if (c->win_count == s->p.resume_window)
+        vmig_stat_add(&s->st_window_waits, 1);
+    while (c->win_count == s->p.resume_window) {
         rc = ack_drain(c, (int)s->p.connect_timeout_ms, err);
         if (can_resume(c, rc))
             rc = reconnect(c, err);

@@ -102,13 +102,18 @@ int main(void)
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 37, "table has %d entries", n);
+    CHECK(n == 38, "table has %d entries", n);
 
     vmig_params_init(&p);
     CHECK(p.resume == 0, "resume is off by default");
     CHECK(set(&p, "resume", "on") == 0 && p.resume == 1, "resume on");
     CHECK(set(&p, "resume", "off") == 0 && p.resume == 0, "resume off");
     CHECK(set(&p, "resume", "yes") == VMIG_EINVAL && p.resume == 0, "resume yes");
+    CHECK(p.resume_window == 1024, "resume-window defaults to 1024");
+    CHECK(set(&p, "resume-window", "16") == 0 && p.resume_window == 16, "resume-window 16");
+    CHECK(set(&p, "resume-window", "15") == VMIG_EINVAL && p.resume_window == 16,
+          "resume-window 15 (acknowledgements come every 8 packets)");
+    CHECK(set(&p, "resume-window", "1025") == VMIG_EINVAL, "resume-window 1025");
 
     /* TLS: the mode, kernel TLS, and strings up to VMIG_TLS_STR_MAX - 1. */
     vmig_params_init(&p);

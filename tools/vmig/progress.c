@@ -86,6 +86,32 @@ int cli_common_opt(cli_opts *o, int argc, char **argv, int *i)
     return 1;
 }
 
+/* text as lines of at most width columns, each indented by indent spaces,
+ * broken at spaces (a word longer than the line goes on a line of its own). */
+static void print_wrapped(FILE *f, const char *text, int indent, int width)
+{
+    const char *p = text;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        const char *end = p, *cut = NULL;
+        while (*end && end - p <= width - indent) {
+            if (*end == ' ')
+                cut = end;
+            end++;
+        }
+        if (!*end || end - p <= width - indent)
+            cut = end;
+        else if (!cut) /* one long word */
+            for (cut = p; *cut && *cut != ' '; cut++)
+                ;
+        if (cut == p)
+            break;
+        fprintf(f, "%*s%.*s\n", indent, "", (int)(cut - p), p);
+        p = cut;
+    }
+}
+
 void cli_print_common_help(FILE *f)
 {
     fprintf(f, "Common options:\n"
@@ -100,8 +126,10 @@ void cli_print_common_help(FILE *f)
                "  -h, --help              this help\n\n"
                "Parameters (both sides must agree on channels and packet-pages; the\n"
                "destination takes them from the source):\n");
-    for (const vmig_param_info *p = vmig_params_table(); p->name; p++)
-        fprintf(f, "  %-20s %-18s default %s\n      %s\n", p->name, p->values, p->def, p->help);
+    for (const vmig_param_info *p = vmig_params_table(); p->name; p++) {
+        fprintf(f, "  %-20s %-18s default %s\n", p->name, p->values, p->def);
+        print_wrapped(f, p->help, 6, 78);
+    }
     fprintf(f, "\nEnvironment:\n"
                "  VMIG_FAULTS=SPEC        arm fault sites in every session, for tests: e.g.\n"
                "                          close:role=src:ch=1:pkt=100 (sites close, stall,\n"
@@ -392,9 +420,10 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
                st->tls_ktls_conns);
         json_string(stdout, st->tls_ktls_why);
         printf("}");
-        printf(",\"resume\":{\"reconnects\":%u,\"resent_packets\":%llu,\"resent_bytes\":%llu}",
+        printf(",\"resume\":{\"reconnects\":%u,\"resent_packets\":%llu,\"resent_bytes\":%llu,"
+               "\"window_waits\":%llu}",
                st->reconnects, (unsigned long long)st->resent_packets,
-               (unsigned long long)st->resent_bytes);
+               (unsigned long long)st->resent_bytes, (unsigned long long)st->window_waits);
         printf(",\"devices\":{\"count\":%u,\"path\":\"%s\",\"chunks\":%u,\"bytes\":%llu,"
                "\"iter_bytes\":%llu,\"save_seconds\":%.6f,\"load_seconds\":%.6f,"
                "\"held_max_bytes\":%llu}",
@@ -468,11 +497,14 @@ void cli_print_summary(const char *role, int rc, const vmig_error *err, const vm
             printf(" (%s)", st->tls_ktls_why);
         printf("\n");
     }
-    if (st->reconnects) {
+    if (st->reconnects || st->window_waits) {
         printf("  %-22s %u channel connection(s) broke and resumed", "resume", st->reconnects);
         if (st->resent_packets)
             printf(", %llu packets (%s) sent again", (unsigned long long)st->resent_packets,
                    cli_fmt_bytes(st->resent_bytes, a, sizeof(a)));
+        if (st->window_waits)
+            printf(", %llu wait(s) for acknowledgements with the window full",
+                   (unsigned long long)st->window_waits);
         printf("\n");
     }
     printf("  %-22s", "channels");
