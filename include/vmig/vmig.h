@@ -672,8 +672,9 @@ typedef struct vmig_stats {
     uint32_t tls_conns;      /* connections protected (control + data) */
     uint32_t tls_ktls_conns; /* of them, with the kernel doing the record layer */
     char tls_ktls_why[192];  /* when some had no kernel TLS: why ("the kernel has no ...") */
-    /* resume=on: data channels that broke and connected again (source:
-     * reconnected; destination: resumed), and the packets and wire bytes
+    /* resume=on: data channels that broke and connected again (counted on
+     * both sides once the destination's acknowledgement of what landed is
+     * through, so the two agree), and the packets and wire bytes
      * the source sent again because no acknowledgement covered them. */
     uint32_t reconnects;
     uint64_t resent_packets, resent_bytes;

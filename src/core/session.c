@@ -483,53 +483,61 @@ int vmig_session_tls_wrap(vmig_session *s, vmig_conn **c, const char *hostname, 
     return 0;
 }
 
-/* Start statistics and state for a new run. */
+/* Start statistics and state for a new run. vmig_stats_get() may run on
+ * another thread meanwhile: what it reads atomically is reset with atomic
+ * stores, what it reads under the lock is reset under the lock. */
 static void run_begin(vmig_session *s)
 {
+#define Z(x) __atomic_store_n(&(x), 0, __ATOMIC_RELAXED)
+    pthread_mutex_lock(&s->lock);
     s->err.code = 0;
     s->err.msg[0] = 0;
-    __atomic_store_n(&s->abort, 0, __ATOMIC_RELEASE);
-    s->barrier_count = 0;
-    s->barrier_gen = 0;
-    s->rate_next_ns = 0;
-    s->st_wire_bytes = s->st_ram_bytes = s->st_normal = s->st_zero = s->st_packets = 0;
-    s->st_verify_ns = s->st_caller_cpu_ns = 0;
-    s->st_pass = s->st_throttle = s->st_throttle_max = s->st_forced = 0;
-    s->st_dirty_pages = s->st_remaining = s->st_dirty_rate = s->st_bandwidth = 0;
-    s->st_expected_ns = s->st_downtime_ns = s->st_sync_ns = 0;
-    memset(s->st_codec, 0, sizeof(s->st_codec));
-    s->st_dev_chunks = s->st_dev_bytes = s->st_dev_iter_bytes = s->st_dev_save_ns = 0;
-    s->st_dev_load_ns = s->st_dev_held_max = s->st_dev_cpu_ns = 0;
-    s->barrier_pass = 0;
-    s->st_ckpts = s->st_ckpt_bytes = s->st_ckpt_pause_ns = s->st_ckpt_pause_max_ns = 0;
-    s->st_ckpt_pause_total_ns = s->st_ckpt_commit_ns = s->st_ckpt_commit_max_ns = 0;
-    s->st_ckpt_flush_ns = 0;
-    s->st_ckpt_discarded = s->st_flush_threads = 0;
-    s->colo_request = 0;
     s->deflate_desc[0] = 0;
     s->tls_desc[0] = s->tls_ktls_why[0] = 0;
     s->st_tls_conns = s->st_tls_ktls = 0;
     memset(&s->st_accel, 0, sizeof(s->st_accel));
+    pthread_mutex_unlock(&s->lock);
+    __atomic_store_n(&s->abort, 0, __ATOMIC_RELEASE);
+    s->barrier_count = 0;
+    s->barrier_gen = 0;
+    s->rate_next_ns = 0;
+    Z(s->st_wire_bytes), Z(s->st_ram_bytes), Z(s->st_normal), Z(s->st_zero), Z(s->st_packets);
+    Z(s->st_verify_ns), Z(s->st_caller_cpu_ns);
+    Z(s->st_pass), Z(s->st_throttle), Z(s->st_throttle_max), Z(s->st_forced);
+    Z(s->st_dirty_pages), Z(s->st_remaining), Z(s->st_dirty_rate), Z(s->st_bandwidth);
+    Z(s->st_expected_ns), Z(s->st_downtime_ns), Z(s->st_sync_ns);
+    for (uint32_t k = 0; k < VMIG_CODEC_COUNT; k++) {
+        vmig_codec_stats *cs = &s->st_codec[k];
+        Z(cs->packets), Z(cs->pages), Z(cs->in_bytes), Z(cs->out_bytes), Z(cs->ns);
+    }
+    Z(s->st_dev_chunks), Z(s->st_dev_bytes), Z(s->st_dev_iter_bytes), Z(s->st_dev_save_ns);
+    Z(s->st_dev_load_ns), Z(s->st_dev_held_max), Z(s->st_dev_cpu_ns);
+    s->barrier_pass = 0;
+    Z(s->st_ckpts), Z(s->st_ckpt_bytes), Z(s->st_ckpt_pause_ns), Z(s->st_ckpt_pause_max_ns);
+    Z(s->st_ckpt_pause_total_ns), Z(s->st_ckpt_commit_ns), Z(s->st_ckpt_commit_max_ns);
+    Z(s->st_ckpt_flush_ns), Z(s->st_ckpt_discarded), Z(s->st_flush_threads);
+    Z(s->st_reconnects), Z(s->st_resent_packets), Z(s->st_resent_bytes), Z(s->st_window_waits);
+    Z(s->colo_request);
     s->accel_noticed = false;
     s->dest_codecs = 1u << VMIG_CODEC_NONE;
     s->auto_mask = 1u << VMIG_CODEC_NONE;
     s->pages_volatile = 0;
-    s->dirty_mode = VMIG_DIRTY_NONE;
+    Z(s->dirty_mode);
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
-        c->st_bytes = c->st_packets = c->st_busy_ns = c->st_cpu_ns = 0;
+        Z(c->st_bytes), Z(c->st_packets), Z(c->st_busy_ns), Z(c->st_cpu_ns);
         c->fault_pkts = 0; /* a fault's packet counts from each run's start */
     }
-    __atomic_store_n(&s->alloc_calls, 0, __ATOMIC_RELAXED);
+    Z(s->alloc_calls);
     uint64_t total = 0;
     for (uint32_t i = 0; i < s->nblocks; i++)
         total += s->blocks[i].length;
-    /* atomics: vmig_stats_get() reads them from any thread */
     __atomic_store_n(&s->total_bytes, total, __ATOMIC_RELAXED);
     __atomic_store_n(&s->start_ns, vmig_now_ns(), __ATOMIC_RELAXED);
-    s->end_ns = 0;
+    Z(s->end_ns);
     s->caller_cpu_start = vmig_thread_cpu_ns();
     __atomic_store_n(&s->state, VMIG_STATE_SETUP, __ATOMIC_RELEASE);
+#undef Z
 }
 
 int vmig_session_finish(vmig_session *s, int rc, vmig_error *err)

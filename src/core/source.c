@@ -474,15 +474,16 @@ static int reconnect(vmig_channel *c, vmig_error *err)
         if (!rc)
             rc = ack_drain(c, (int)s->p.connect_timeout_ms, &e);
         if (!rc) {
-            /* Stream codecs start over on a new connection, as the
-             * destination's decoders do. */
+            /* Connected again: counted as the destination counts it, once
+             * its acknowledgement is through (a resend that breaks makes
+             * another). Stream codecs start over on a new connection, as
+             * the destination's decoders do. */
+            vmig_stat_add(&s->st_reconnects, 1);
             vmig_channel_codec_reset(c);
             rc = resend(c, &e);
         }
-        if (!rc) {
-            vmig_stat_add(&s->st_reconnects, 1);
+        if (!rc)
             return 0;
-        }
         if (!can_resume(c, rc) || vmig_now_ns() >= deadline)
             break;
         struct timespec ts = {0, 100000000L};
