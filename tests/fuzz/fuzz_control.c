@@ -50,7 +50,8 @@ static int payload(unsigned type, const uint8_t *p, uint32_t len)
             same(vmig_wire_hello_encode(&h, out, cap), p, len);
         return rc;
     }
-    case VMIG_CTL_DEVSTATE: /* opaque bytes for the application: any length up to the limit */
+    case VMIG_CTL_DEVSTATE:  /* opaque bytes for the application: any length up to the limit */
+        memcpy(out, p, len); /* what the sender frames */
         return 0;
     case VMIG_CTL_DEVCHUNK: {
         /* As a destination that announced 4 devices and 64 KiB chunks. */
