@@ -493,6 +493,11 @@ static void hand_over(vmig_session *s, vmig_channel *ch, vmig_conn *c)
     pthread_mutex_lock(&s->lock);
     vmig_conn *older = ch->pending;
     bool done = ch->exited;
+    /* A thread that is done answers no more: the accept thread answers
+     * for it when it ended with its channel's FIN (the source missed the
+     * last acknowledgement), and not when it failed or the migration did
+     * (the source learns why on the control channel). */
+    bool answer = done && ch->fin && !vmig_session_aborted(s);
     ch->pending = done ? NULL : c;
     if (!done)
         vmig_conn_shutdown(ch->conn);
@@ -500,7 +505,9 @@ static void hand_over(vmig_session *s, vmig_channel *ch, vmig_conn *c)
     uint64_t landed_seq = done ? ch->landed : 0; /* the thread's last write came before exited */
     pthread_mutex_unlock(&s->lock);
     vmig_conn_close(older);
-    if (done) {
+    if (!answer && done)
+        vmig_conn_close(c);
+    if (answer) {
         uint8_t b[VMIG_CHACK_LEN];
         vmig_wire_chack_encode(landed_seq, b);
         vmig_error e = {0};
