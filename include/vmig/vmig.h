@@ -317,7 +317,8 @@ int vmig_incoming_set_block_cb(vmig_session *s, vmig_block_cb cb, void *opaque);
  *               VM runs meanwhile, except for the call after stop.
  *   throttle    set the vCPU throttle: the VM should run only (100 - pct) %
  *               of the time. 0 ends throttling. Called when the policy
- *               changes it, and with 0 when a failed migration ends.
+ *               changes it, and with 0 when a migration ends (failed, or
+ *               completed with the VM stopped), if it was throttled.
  *   stop        pause the vCPUs: on return no guest write happens until
  *               resume. Called once, at switchover (with dirty-track none:
  *               before pass 1).

@@ -1789,6 +1789,11 @@ int vmig_source_run(vmig_session *s, const char *uri)
         goto fail;
     __atomic_store_n(&s->st_downtime_ns, vmig_now_ns() - L.t_stop, __ATOMIC_RELAXED);
     dirty_end(s, &L);
+    /* The stopped source is left unthrottled too, in case its VMM runs it
+     * again (throttle-max keeps what the migration needed). */
+    if (L.throttle && s->ops.throttle)
+        s->ops.throttle(s->ops_opaque, 0);
+    __atomic_store_n(&s->st_throttle, 0, __ATOMIC_RELAXED);
     free(scratch);
     return 0;
 

@@ -88,10 +88,6 @@ static outcome run(const char *name, const char *src_spec, const char *dst_spec,
     vmig_session *src, *dst;
     vmig_error e = {0};
     static tu_vm dvm;
-    /* A completed migration leaves its (stopped) source as it was at the
-     * switchover, throttled or not; each run starts from an unthrottled VM
-     * so that check_source() sees what this run left. */
-    vm->last_throttle = 0;
     REQUIRE(vmig_session_create(&src, VMIG_ROLE_SOURCE, &p, &e) == 0, "%s", e.msg);
     REQUIRE(vmig_ram_add(src, "ram", vm->mem, SIZE, 4096, 0, &e) == 0, "%s", e.msg);
     vmig_set_vm_ops(src, &tu_vm_src_ops, vm);
@@ -261,6 +257,8 @@ static void test_resume(void)
 
     o = run("resume-window-silent", "", "stall:ch=0:pkt=5:ms=4500", &vm);
     check_resumed(&o, "window full, destination silent for 4.5 s");
+    CHECK(vm.last_throttle == 0, "a completed migration left its source throttled at %u%%",
+          vm.last_throttle);
     CHECK(o.window_waits >= 1, "silent destination: no wait with the window full");
     tu_vm_resume(&vm);
     g_packet_pages = 16;
