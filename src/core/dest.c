@@ -505,15 +505,14 @@ static void hand_over(vmig_session *s, vmig_channel *ch, vmig_conn *c)
     uint64_t landed_seq = done ? ch->landed : 0; /* the thread's last write came before exited */
     pthread_mutex_unlock(&s->lock);
     vmig_conn_close(older);
-    if (!answer && done)
-        vmig_conn_close(c);
     if (answer) {
         uint8_t b[VMIG_CHACK_LEN];
         vmig_wire_chack_encode(landed_seq, b);
         vmig_error e = {0};
         vmig_conn_write_all(c, b, sizeof(b), "an acknowledgement", &e);
-        vmig_conn_close(c);
     }
+    if (done) /* nobody takes it */
+        vmig_conn_close(c);
 }
 
 /* The handshake of a reconnecting channel: this session's, resume set. */

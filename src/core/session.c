@@ -522,7 +522,7 @@ static void run_begin(vmig_session *s)
     s->dest_codecs = 1u << VMIG_CODEC_NONE;
     s->auto_mask = 1u << VMIG_CODEC_NONE;
     s->pages_volatile = 0;
-    Z(s->dirty_mode);
+    __atomic_store_n(&s->dirty_mode, VMIG_DIRTY_NONE, __ATOMIC_RELAXED);
     for (uint32_t i = 0; i < VMIG_MAX_CHANNELS; i++) {
         vmig_channel *c = &s->ch[i];
         Z(c->st_bytes), Z(c->st_packets), Z(c->st_busy_ns), Z(c->st_cpu_ns);

@@ -1154,6 +1154,14 @@ static void set_throttle(vmig_session *s, live *L, uint32_t pct, uint32_t pass)
     emit(s, VMIG_EVENT_THROTTLE, L, pass, 0);
 }
 
+/* When a migration ends, either way: the VM is not throttled any more. */
+static void unthrottle(vmig_session *s, const live *L)
+{
+    if (L->throttle && s->ops.throttle)
+        s->ops.throttle(s->ops_opaque, 0);
+    __atomic_store_n(&s->st_throttle, 0, __ATOMIC_RELAXED);
+}
+
 /* Resolve dirty-track and prepare the tracker and the bitmaps; nothing is
  * tracked yet (dirty_start does that, just before pass 1). */
 static int dirty_setup(vmig_session *s, vmig_error *err)
@@ -1791,9 +1799,7 @@ int vmig_source_run(vmig_session *s, const char *uri)
     dirty_end(s, &L);
     /* The stopped source is left unthrottled too, in case its VMM runs it
      * again (throttle-max keeps what the migration needed). */
-    if (L.throttle && s->ops.throttle)
-        s->ops.throttle(s->ops_opaque, 0);
-    __atomic_store_n(&s->st_throttle, 0, __ATOMIC_RELAXED);
+    unthrottle(s, &L);
     free(scratch);
     return 0;
 
@@ -1813,9 +1819,7 @@ fail:
     /* The VM goes on where it was: unthrottled, running, its memory as it
      * was (vmig only read it). */
     dirty_end(s, &L);
-    if (L.throttle && s->ops.throttle)
-        s->ops.throttle(s->ops_opaque, 0);
-    __atomic_store_n(&s->st_throttle, 0, __ATOMIC_RELAXED);
+    unthrottle(s, &L);
     if (L.stopped && s->ops.resume)
         s->ops.resume(s->ops_opaque);
     /* A broken channel is often the destination refusing a packet: it says

@@ -100,7 +100,7 @@ static void print_wrapped(FILE *f, const char *text, int indent, int width)
                 cut = end;
             end++;
         }
-        if (!*end || end - p <= width - indent)
+        if (end - p <= width - indent) /* the rest fits */
             cut = end;
         else if (!cut) /* one long word */
             for (cut = p; *cut && *cut != ' '; cut++)
