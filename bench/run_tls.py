@@ -4,7 +4,9 @@ loopback TCP, 4 channels, plain and with TLS, as a throughput ratio to plain
 measured in the same run, medians of --runs repetitions.
 
   plain   no TLS (the reference)
-  x509    tls=x509, TLS 1.3 with AES-128-GCM (the default priorities)
+  x509    tls=x509, TLS 1.3 with AES-128-GCM (the default priorities), vmig's
+          record layer (tls-records=vmig, the default)
+  gnutls  the same with GnuTLS's record layer (tls-records=gnutls)
   psk     tls=psk, the same cipher after a pre-shared-key handshake
   aes256  tls=x509 with tls-priority forcing AES-256-GCM
   ktls    tls=x509 with tls-ktls=require: kernel TLS; reported as
@@ -37,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = {
     "plain": [],
     "x509": ["--tls", "x509"],
+    "gnutls": ["--tls", "x509", "--tls-records", "gnutls"],
     "psk": ["--tls", "psk"],
     "aes256": ["--tls", "x509", "--tls-priority",
                "NONE:+VERS-TLS1.3:+AES-256-GCM:+AEAD:+SIGN-ALL:+GROUP-ALL:+COMP-NULL"],
@@ -72,7 +75,7 @@ def main():
     ap.add_argument("--size", default="4G")
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--idle", type=float, default=20.0)
-    ap.add_argument("--only", default="plain,x509,psk,aes256,ktls")
+    ap.add_argument("--only", default="plain,x509,gnutls,psk,aes256,ktls")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     cases = [c for c in args.only.split(",") if c]

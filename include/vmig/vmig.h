@@ -84,6 +84,11 @@ enum vmig_tls_ktls_mode {
     VMIG_TLS_KTLS_MODE_AUTO = 0,    /* kernel TLS when GnuTLS and the kernel offer it */
     VMIG_TLS_KTLS_MODE_REQUIRE = 1, /* refuse connections without it */
 };
+/* Who protects the records after the TLS handshake (without kernel TLS). */
+enum vmig_tls_records {
+    VMIG_TLS_RECORDS_VMIG = 0,   /* vmig's own (AES-GCM; GnuTLS's for other ciphers) */
+    VMIG_TLS_RECORDS_GNUTLS = 1, /* GnuTLS's record functions */
+};
 #define VMIG_TLS_STR_MAX 256
 /* Where device state travels (vmig_device_register). */
 enum vmig_devstate_path {
@@ -212,6 +217,7 @@ typedef struct vmig_params {
     /* Resumable channels (source; the destination follows HELLO). */
     uint32_t resume; /* 0 off (default), 1 on: a cut data channel reconnects (docs/faults.md) */
     uint32_t resume_window; /* packets a channel keeps until acknowledged, 16..1024; 1024 */
+    uint32_t tls_records;   /* enum vmig_tls_records; default vmig's */
 } vmig_params;
 
 /* Fill `p` with the defaults. */

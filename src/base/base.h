@@ -83,6 +83,7 @@ enum {
     VMIG_CPU_SSE42 = 1u << 1,
     VMIG_CPU_AVX2 = 1u << 2,
     VMIG_CPU_AVX512BW = 1u << 3, /* AVX-512 F+BW with OS support for ZMM state */
+    VMIG_CPU_VAES = 1u << 4,     /* AES-NI, PCLMULQDQ and their 256-bit VAES/VPCLMULQDQ, AVX2 */
 };
 unsigned vmig_cpu_features(void);
 

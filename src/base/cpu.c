@@ -15,6 +15,7 @@ static unsigned detect(void)
     if (c & bit_SSE4_2)
         f |= VMIG_CPU_SSE42;
     bool osxsave = c & bit_OSXSAVE;
+    bool aesni = (c & bit_AES) && (c & bit_PCLMUL);
     uint64_t xcr0 = 0;
     if (osxsave) {
         unsigned lo, hi;
@@ -25,6 +26,8 @@ static unsigned detect(void)
         /* YMM state (bits 1,2) must be enabled by the OS for AVX2. */
         if ((b & bit_AVX2) && (xcr0 & 0x6) == 0x6)
             f |= VMIG_CPU_AVX2;
+        if ((f & VMIG_CPU_AVX2) && aesni && (c & (1u << 9)) && (c & (1u << 10)))
+            f |= VMIG_CPU_VAES; /* leaf 7 ECX: VAES (9), VPCLMULQDQ (10) */
         /* ZMM state: opmask, ZMM_Hi256, Hi16_ZMM (bits 5,6,7). */
         if ((b & bit_AVX512F) && (b & bit_AVX512BW) && (xcr0 & 0xe6) == 0xe6)
             f |= VMIG_CPU_AVX512BW;

@@ -121,6 +121,11 @@ static const vmig_param_info infos[] = {
      "acknowledges them (it acknowledges every 8); a channel with this many unacknowledged "
      "waits, connect-timeout at most, before writing on (1 KiB of page offsets per packet "
      "of 128 pages: 1 MiB per channel at 1024)"},
+    {"tls-records", "vmig|gnutls", "vmig",
+     "who protects the records after the TLS handshake, without kernel TLS: vmig's own TLS 1.3 "
+     "record layer for AES-GCM (encrypts from the source's pages and decrypts into the "
+     "destination's, saving GnuTLS's copies; other ciphers use GnuTLS's), or GnuTLS's record "
+     "functions; the wire is TLS 1.3 either way, so the sides may differ"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -145,6 +150,7 @@ static const char *const accel_names[] = {"cpu", "dsa", "dsa-model", "auto", NUL
 static const char *const devstate_path_names[] = {"channels", "control", NULL};
 static const char *const tls_names[] = {"off", "x509", "psk", NULL};
 static const char *const tls_ktls_names[] = {"auto", "require", NULL};
+static const char *const tls_records_names[] = {"vmig", "gnutls", NULL};
 static const char *const off_on_names[] = {"off", "on", NULL};
 
 #define FIELD(f) offsetof(vmig_params, f), sizeof(((vmig_params *)0)->f)
@@ -188,6 +194,7 @@ static const param_spec specs[] = {
     {P_ENUM, FIELD(tls_ktls), 0, 1, tls_ktls_names},
     {P_ENUM, FIELD(resume), 0, 1, off_on_names},
     {P_UINT, FIELD(resume_window), 16, 1024, NULL},
+    {P_ENUM, FIELD(tls_records), 0, 1, tls_records_names},
 };
 _Static_assert(VMIG_ARRAY_SIZE(specs) + 1 == VMIG_ARRAY_SIZE(infos), "params tables out of sync");
 

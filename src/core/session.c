@@ -450,7 +450,8 @@ int vmig_session_tls_begin(vmig_session *s, vmig_error *err)
                            .authz = s->p.tls_authz,
                            .psk_identity = s->p.tls_psk_identity,
                            .priority = s->p.tls_priority,
-                           .ktls = s->p.tls_ktls};
+                           .ktls = s->p.tls_ktls,
+                           .gnutls_records = s->p.tls_records == VMIG_TLS_RECORDS_GNUTLS};
     return vmig_tls_create(&s->tls, &cfg, s->role == VMIG_ROLE_DEST, err);
 }
 

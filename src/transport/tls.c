@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tls.h"
+#include "tls_record.h"
 #include "vmig_config.h"
 
 bool vmig_uri_host(const char *uri, char *host, size_t len)
@@ -35,6 +36,9 @@ bool vmig_uri_host(const char *uri, char *host, size_t len)
 #include <gnutls/gnutls.h>
 #include <gnutls/socket.h>
 
+/* vmig's own record layer needs the traffic secrets (keylog) and HKDF */
+#define OWN_RECORDS (GNUTLS_VERSION_NUMBER >= 0x03060d)
+
 /* TLS 1.3 only; AES-GCM first (AES-NI, and what kernel TLS offloads), then
  * ChaCha20 for CPUs without AES instructions. */
 #define PRIO_X509                                                                                  \
@@ -56,7 +60,8 @@ typedef struct psk_entry {
 } psk_entry;
 
 struct vmig_tls {
-    bool server;
+    bool server, gnutls_records;
+    uint64_t rekey_after;
     uint32_t mode, ktls;
     char authz[256];
     gnutls_priority_t prio;
@@ -70,8 +75,21 @@ struct vmig_tls {
 typedef struct tls_conn {
     vmig_conn c;
     vmig_conn *raw;
+    const vmig_tls *tls;
     gnutls_session_t sess;
     bool ktls;
+    /* vmig's record layer (tls_record.h) instead of GnuTLS's: the traffic
+     * secrets as the handshake exported them, then the record state; the
+     * content of a record the reader had no room for (decrypted in rbuf);
+     * after close_notify (1) or a bad record (-EPROTO), what reads return */
+    bool own;
+    uint8_t secret[2][48]; /* the client's, the server's */
+    uint32_t secret_len[2];
+    vmig_tlsrec rec;
+    uint8_t *pend;
+    size_t pend_len;
+    int rstate;
+    bool update_request; /* vmig_tls_key_update(): send one, asking the peer's */
     char desc[64];
     size_t stage_len;
     uint8_t stage[REC_MAX];
@@ -174,7 +192,7 @@ static int load_psk(vmig_tls *t, const char *path, vmig_error *err)
 
 static int psk_lookup(gnutls_session_t sess, const char *identity, gnutls_datum_t *key)
 {
-    const vmig_tls *t = gnutls_session_get_ptr(sess);
+    const vmig_tls *t = ((const tls_conn *)gnutls_session_get_ptr(sess))->tls;
     for (uint32_t i = 0; i < t->nkeys; i++) {
         if (strcmp(t->keys[i].identity, identity))
             continue;
@@ -204,6 +222,8 @@ int vmig_tls_create(vmig_tls **out, const vmig_tls_config *cfg, bool server, vmi
     t->server = server;
     t->mode = cfg->mode;
     t->ktls = cfg->ktls;
+    t->gnutls_records = cfg->gnutls_records;
+    t->rekey_after = cfg->rekey_after;
     snprintf(t->authz, sizeof(t->authz), "%s", cfg->authz ? cfg->authz : "");
     const char *prio = cfg->priority && cfg->priority[0]
                            ? cfg->priority
@@ -459,11 +479,240 @@ static bool rbuf_has_record(const tls_conn *t)
     return avail >= 5 + ((size_t)h[3] << 8 | h[4]);
 }
 
+/* ------------------------------------------------------------------ */
+/* vmig's record layer (tls_record.h), on the same buffers             */
+
+#if OWN_RECORDS
+/* The handshake's secrets as they are made (the first application ones
+ * are all the record layer needs; KeyUpdate derives the next). */
+static int keylog(gnutls_session_t sess, const char *label, const gnutls_datum_t *secret)
+{
+    tls_conn *t = gnutls_session_get_ptr(sess);
+    int who = !strcmp(label, "CLIENT_TRAFFIC_SECRET_0")   ? 0
+              : !strcmp(label, "SERVER_TRAFFIC_SECRET_0") ? 1
+                                                          : -1;
+    if (who >= 0 && secret->size <= sizeof(t->secret[who])) {
+        memcpy(t->secret[who], secret->data, secret->size);
+        t->secret_len[who] = secret->size;
+    }
+    return 0;
+}
+
+static uint64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Whether the keys GnuTLS holds for a direction are the ones the secret
+ * gives (a check that both derive the same thing), and its sequence. */
+static bool state_matches(tls_conn *t, unsigned read, const uint8_t *secret, uint64_t *seq)
+{
+    gnutls_datum_t mac = {0}, iv = {0}, key = {0};
+    unsigned char sq[8];
+    uint8_t mykey[32], myiv[12];
+    if (gnutls_record_get_state(t->sess, read, &mac, &iv, &key, sq) < 0 ||
+        vmig_tlsrec_derive(&t->rec, secret, mykey, myiv))
+        return false;
+    bool ok = key.size == t->rec.key_len && iv.size == 12 && !memcmp(key.data, mykey, key.size) &&
+              !memcmp(iv.data, myiv, 12);
+    gnutls_memset(mykey, 0, sizeof(mykey));
+    *seq = be64(sq);
+    return ok;
+}
+
+/* Takes the record layer over from GnuTLS where it can (AES-GCM, both
+ * secrets exported, GnuTLS's keys the same); otherwise GnuTLS keeps it. */
+static void own_install(tls_conn *t)
+{
+    int cipher = (int)gnutls_cipher_get(t->sess), mac;
+    int me = t->tls->server ? 1 : 0;
+    if (!vmig_tlsrec_supported(cipher, &mac) || !t->secret_len[0] ||
+        t->secret_len[0] != t->secret_len[1] || gnutls_record_check_pending(t->sess))
+        return;
+    char why[128];
+    /* a first init (the sequences are set below) to derive with */
+    if (vmig_tlsrec_init(&t->rec, cipher, t->secret[!me], t->secret[me], t->secret_len[0], 0, 0,
+                         why, sizeof(why)))
+        return;
+    uint64_t rseq, wseq;
+    if (!state_matches(t, 1, t->secret[!me], &rseq) || !state_matches(t, 0, t->secret[me], &wseq)) {
+        vmig_tlsrec_free(&t->rec);
+        return;
+    }
+    t->rec.rd.seq = rseq;
+    t->rec.wr.seq = wseq;
+    if (t->tls->rekey_after)
+        t->rec.rekey_after = t->tls->rekey_after;
+    t->own = true;
+}
+
+/* Whether a whole record waits at rpos. */
+static bool own_whole_record(const tls_conn *t)
+{
+    return t->own && rbuf_has_record(t);
+}
+
+/* Makes sure a whole record is at rpos: its size, 0 at the end of the
+ * stream, or an error (the header's: -EPROTO with why). */
+static ssize_t own_fill(tls_conn *t)
+{
+    for (;;) {
+        size_t avail = t->rlen - t->rpos;
+        if (avail >= VMIG_TLSREC_HDR) {
+            ssize_t n = vmig_tlsrec_check_header(t->rbuf + t->rpos, t->c.why, sizeof(t->c.why));
+            if (n < 0)
+                return -EPROTO;
+            if (avail >= (size_t)n)
+                return n;
+        }
+        if (t->rpos == t->rlen || IOBUF - t->rpos < VMIG_TLSREC_WIRE_MAX) {
+            memmove(t->rbuf, t->rbuf + t->rpos, avail);
+            t->rpos = 0;
+            t->rlen = avail;
+        }
+        struct iovec v = {t->rbuf + t->rlen, IOBUF - t->rlen};
+        ssize_t r = t->raw->ops->readv(t->raw, &v, 1);
+        if (r == -EINTR)
+            continue;
+        if (r <= 0)
+            return r;
+        t->rlen += (size_t)r;
+    }
+}
+
+static size_t iov_put(const struct iovec *iov, int iovcnt, vmig_iovpos *pos, const uint8_t *src,
+                      size_t n)
+{
+    size_t done = 0;
+    while (done < n && pos->i < iovcnt) {
+        const struct iovec *v = &iov[pos->i];
+        size_t c = VMIG_MIN(n - done, v->iov_len - pos->off);
+        memcpy((uint8_t *)v->iov_base + pos->off, src + done, c);
+        done += c;
+        pos->off += c;
+        if (pos->off == v->iov_len) {
+            pos->i++;
+            pos->off = 0;
+        }
+    }
+    return done;
+}
+
+static ssize_t own_readv(tls_conn *t, const struct iovec *iov, int iovcnt)
+{
+    size_t room = 0, total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        room += iov[i].iov_len;
+    vmig_iovpos pos = {iov, iovcnt, 0, 0};
+    while (total < room) {
+        if (t->pend_len) {
+            size_t n = iov_put(iov, iovcnt, &pos, t->pend, VMIG_MIN(t->pend_len, room - total));
+            t->pend += n;
+            t->pend_len -= n;
+            total += n;
+            continue;
+        }
+        if (t->rstate)
+            break;
+        /* block only for the first bytes, as readv does */
+        if (total && !rbuf_has_record(t))
+            break;
+        ssize_t n = own_fill(t);
+        if (n <= 0) {
+            if (n == 0 || n == -EPROTO)
+                t->rstate = n ? (int)n : 1;
+            else if (!total)
+                return n; /* a timeout, a reset: as the socket said */
+            break;
+        }
+        vmig_tlsrec_opened o;
+        vmig_tlsrec_open(&t->rec, t->rbuf + t->rpos, (size_t)n, &pos, room - total, &o, t->c.why,
+                         sizeof(t->c.why));
+        t->rpos += (size_t)n;
+        if (o.kind == VMIG_TLSREC_DATA) {
+            total += o.to_dst;
+            t->pend = o.rest;
+            t->pend_len = o.rest_len;
+        } else if (o.kind == VMIG_TLSREC_CLOSE) {
+            t->rstate = 1;
+        } else if (o.kind == VMIG_TLSREC_ERROR) {
+            t->rstate = -EPROTO;
+        }
+    }
+    if (!total && t->rstate)
+        return t->rstate < 0 ? t->rstate : 0;
+    return (ssize_t)total;
+}
+
+static ssize_t own_writev(tls_conn *t, const struct iovec *iov, int iovcnt)
+{
+    size_t left = 0;
+    for (int i = 0; i < iovcnt; i++)
+        left += iov[i].iov_len;
+    size_t total = left;
+    vmig_iovpos pos = {iov, iovcnt, 0, 0};
+    const size_t small = 2048; /* a record shorter than this waits for the next buffer */
+    int rc = 0;
+    while (left && !rc) {
+        size_t space = IOBUF - t->wlen;
+        if (space < VMIG_TLSREC_OVERHEAD + VMIG_MIN(left, small) + VMIG_TLSREC_OVERHEAD + 8) {
+            rc = wbuf_flush(t);
+            continue;
+        }
+        ssize_t n;
+        if (vmig_tlsrec_update_due(&t->rec) || t->update_request) {
+            n = vmig_tlsrec_seal_key_update(&t->rec, t->update_request, t->wbuf + t->wlen, t->c.why,
+                                            sizeof(t->c.why));
+            t->update_request = false;
+            if (n < 0)
+                return -EPROTO;
+            t->wlen += (size_t)n;
+            continue;
+        }
+        size_t used, want = VMIG_MIN(VMIG_MIN(left, VMIG_TLSREC_MAX), space - VMIG_TLSREC_OVERHEAD);
+        n = vmig_tlsrec_seal(&t->rec, VMIG_TLSREC_APPDATA, &pos, want, &used, t->wbuf + t->wlen,
+                             t->c.why, sizeof(t->c.why));
+        if (n < 0)
+            return -EPROTO;
+        t->wlen += (size_t)n;
+        left -= used;
+    }
+    if (!rc && t->wlen)
+        rc = wbuf_flush(t);
+    return rc ? rc : (ssize_t)total;
+}
+#else
+static void own_install(tls_conn *t)
+{
+    (void)t;
+}
+static bool own_whole_record(const tls_conn *t)
+{
+    (void)t;
+    return false;
+}
+static ssize_t own_readv(tls_conn *t, const struct iovec *iov, int iovcnt)
+{
+    (void)t, (void)iov, (void)iovcnt;
+    return -EPROTO;
+}
+static ssize_t own_writev(tls_conn *t, const struct iovec *iov, int iovcnt)
+{
+    (void)t, (void)iov, (void)iovcnt;
+    return -EPROTO;
+}
+#endif
+
 static ssize_t tls_readv(vmig_conn *c_, const struct iovec *iov, int iovcnt)
 {
     tls_conn *t = (tls_conn *)c_;
     if (t->ktls)
         return t->raw->ops->readv(t->raw, iov, iovcnt);
+    if (t->own)
+        return own_readv(t, iov, iovcnt);
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) {
         if (!iov[i].iov_len)
@@ -511,6 +760,8 @@ static ssize_t tls_writev(vmig_conn *c_, const struct iovec *iov, int iovcnt)
     tls_conn *t = (tls_conn *)c_;
     if (t->ktls)
         return t->raw->ops->writev(t->raw, iov, iovcnt);
+    if (t->own)
+        return own_writev(t, iov, iovcnt);
     size_t total = 0;
     int rc = 0;
     for (int i = 0; i < iovcnt && !rc; i++) {
@@ -547,7 +798,9 @@ static ssize_t tls_writev(vmig_conn *c_, const struct iovec *iov, int iovcnt)
 static int tls_wait_readable(vmig_conn *c_, int timeout_ms)
 {
     tls_conn *t = (tls_conn *)c_;
-    if (!t->ktls && (gnutls_record_check_pending(t->sess) || t->rpos < t->rlen))
+    if (t->own && (t->pend_len || t->rstate || own_whole_record(t)))
+        return 1;
+    if (!t->own && !t->ktls && (gnutls_record_check_pending(t->sess) || t->rpos < t->rlen))
         return 1;
     return t->raw->ops->wait_readable(t->raw, timeout_ms);
 }
@@ -563,6 +816,9 @@ static void tls_close(vmig_conn *c_)
     tls_conn *t = (tls_conn *)c_;
     gnutls_deinit(t->sess);
     vmig_conn_close(t->raw);
+    if (t->own)
+        vmig_tlsrec_free(&t->rec);
+    gnutls_memset(t->secret, 0, sizeof(t->secret));
     free(t->rbuf);
     free(t->wbuf);
     free(t);
@@ -575,6 +831,26 @@ static const vmig_conn_ops tls_conn_ops = {
     .shutdown = tls_shutdown,
     .close = tls_close,
 };
+
+int vmig_tls_key_update(vmig_conn *c, bool request)
+{
+    if (!c || c->ops != &tls_conn_ops)
+        return -EINVAL;
+    tls_conn *t = (tls_conn *)c;
+    if (t->ktls)
+        return -EINVAL;
+    if (t->own) {
+        if (request)
+            t->update_request = true;
+        else
+            __atomic_store_n(&t->rec.update_owed, true, __ATOMIC_RELAXED);
+        return 0;
+    }
+    int g = gnutls_session_key_update(t->sess, request ? GNUTLS_KU_PEER : 0);
+    if (g < 0)
+        return (int)map_err(t, g);
+    return t->wlen ? wbuf_flush(t) : 0;
+}
 
 bool vmig_conn_tls_info(const vmig_conn *c, char *desc, size_t len, bool *ktls)
 {
@@ -634,7 +910,7 @@ static int hs_fail(tls_conn *t, vmig_error *err, int g, bool server)
         gnutls_free(out.data);
         return rc;
     }
-    const vmig_tls *tls = gnutls_session_get_ptr(t->sess);
+    const vmig_tls *tls = t->tls;
     const char *hint = "";
     if (g == GNUTLS_E_INSUFFICIENT_CREDENTIALS || g == GNUTLS_E_NO_CIPHER_SUITES ||
         g == GNUTLS_E_UNKNOWN_CIPHER_SUITE || g == GNUTLS_E_NO_COMMON_KEY_SHARE)
@@ -695,7 +971,11 @@ int vmig_tls_handshake(vmig_tls *tls, vmig_conn **cp, const char *hostname, int 
         free(t);
         return vmig_error_set(err, VMIG_ENOMEM, "TLS: %s", gnutls_strerror(g));
     }
-    gnutls_session_set_ptr(t->sess, tls);
+    t->tls = tls;
+    gnutls_session_set_ptr(t->sess, t);
+#if OWN_RECORDS
+    gnutls_session_set_keylog_function(t->sess, keylog);
+#endif
     g = gnutls_priority_set(t->sess, tls->prio);
     if (g >= 0 && tls->mode == VMIG_TLS_MODE_X509) {
         g = gnutls_credentials_set(t->sess, GNUTLS_CRD_CERTIFICATE, tls->x509);
@@ -762,14 +1042,21 @@ int vmig_tls_handshake(vmig_tls *tls, vmig_conn **cp, const char *hostname, int 
         rc = vmig_error_set(err, VMIG_ENOMEM, "out of memory for TLS buffers");
         goto fail;
     }
-    snprintf(t->desc, sizeof(t->desc), "%s %s %s",
+    if (!t->ktls && !tls->gnutls_records)
+        own_install(t);
+    gnutls_memset(t->secret, 0, sizeof(t->secret));
+    snprintf(t->desc, sizeof(t->desc), "%s %s %s%s",
              gnutls_protocol_get_name(gnutls_protocol_get_version(t->sess)),
              tls->mode == VMIG_TLS_MODE_X509 ? "x509" : "psk",
-             gnutls_cipher_get_name(gnutls_cipher_get(t->sess)));
+             gnutls_cipher_get_name(gnutls_cipher_get(t->sess)),
+             t->ktls  ? ""
+             : t->own ? (t->rec.rd.g ? ", vmig records (VAES)" : ", vmig records")
+                      : ", GnuTLS records");
     *cp = &t->c;
     return 0;
 fail:
     set_rcvtimeo(raw->fd, 0);
+    gnutls_memset(t->secret, 0, sizeof(t->secret));
     gnutls_deinit(t->sess);
     free(t->rbuf);
     free(t->wbuf);
@@ -816,6 +1103,13 @@ int vmig_tls_handshake(vmig_tls *t, vmig_conn **c, const char *hostname, int tim
     (void)hostname;
     (void)timeout_ms;
     return vmig_error_set(err, VMIG_ENOTSUP, "TLS is not built");
+}
+
+int vmig_tls_key_update(vmig_conn *c, bool request)
+{
+    (void)c;
+    (void)request;
+    return -EINVAL;
 }
 
 bool vmig_conn_tls_info(const vmig_conn *c, char *desc, size_t len, bool *ktls)

@@ -35,6 +35,8 @@ typedef struct vmig_tls_config {
     const char *psk_identity; /* client, psk: identity to use; "" the file's first */
     const char *priority;     /* GnuTLS priority string; "" the built-in TLS 1.3 one */
     uint32_t ktls;            /* enum vmig_tls_ktls_mode */
+    bool gnutls_records;      /* GnuTLS's record layer even where vmig's would do (tests) */
+    uint64_t rekey_after;     /* vmig's records: records per key before a KeyUpdate; 0 default */
 } vmig_tls_config;
 
 typedef struct vmig_tls vmig_tls;
@@ -60,6 +62,11 @@ bool vmig_tls_peer_is_plain(int fd, int timeout_ms);
  */
 int vmig_tls_handshake(vmig_tls *t, vmig_conn **c, const char *hostname, int timeout_ms,
                        vmig_error *err);
+
+/* Sends a TLS 1.3 KeyUpdate with the next write (vmig's records) or now
+ * (GnuTLS's); request: ask the peer to update its key too. For tests of
+ * both record layers against each other. -EINVAL for other connections. */
+int vmig_tls_key_update(vmig_conn *c, bool request);
 
 /* What a protected connection negotiated: "TLS1.3 x509 AES-128-GCM", and
  * whether the kernel does its record layer (both directions). False and ""

@@ -102,7 +102,7 @@ int main(void)
     int n = 0;
     for (const vmig_param_info *i = vmig_params_table(); i->name; i++, n++)
         CHECK(i->values && i->def && i->help && i->help[0], "param %s lacks help", i->name);
-    CHECK(n == 38, "table has %d entries", n);
+    CHECK(n == 39, "table has %d entries", n);
 
     vmig_params_init(&p);
     CHECK(p.resume == 0, "resume is off by default");
@@ -125,6 +125,10 @@ int main(void)
     CHECK(set(&p, "tls", "ssl") == VMIG_EINVAL && p.tls == VMIG_TLS_MODE_PSK, "tls ssl");
     CHECK(set(&p, "tls-ktls", "require") == 0 && p.tls_ktls == VMIG_TLS_KTLS_MODE_REQUIRE, "ktls");
     CHECK(set(&p, "tls-ktls", "on") == VMIG_EINVAL, "ktls on");
+    CHECK(p.tls_records == VMIG_TLS_RECORDS_VMIG, "tls-records default");
+    CHECK(set(&p, "tls-records", "gnutls") == 0 && p.tls_records == VMIG_TLS_RECORDS_GNUTLS,
+          "tls-records gnutls");
+    CHECK(set(&p, "tls-records", "openssl") == VMIG_EINVAL, "tls-records openssl");
     CHECK(set(&p, "tls-creds", "/etc/vmig/tls") == 0 && !strcmp(p.tls_creds, "/etc/vmig/tls"),
           "tls-creds");
     {
