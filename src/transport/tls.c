@@ -90,6 +90,7 @@ typedef struct tls_conn {
     size_t pend_len;
     int rstate;
     bool update_request; /* vmig_tls_key_update(): send one, asking the peer's */
+    pthread_mutex_t wmu; /* GnuTLS's records: the writer, and GnuTLS writing while reading */
     char desc[64];
     size_t stage_len;
     uint8_t stage[REC_MAX];
@@ -367,9 +368,31 @@ static int wbuf_flush(tls_conn *t)
     return rc;
 }
 
+/* The connection whose GnuTLS reader runs on this thread: what GnuTLS
+ * writes while reading (a KeyUpdate's answer) goes out at once, under wmu,
+ * so that it never mixes with a writer thread's buffer. */
+static _Thread_local tls_conn *tl_reading;
+
+static ssize_t buf_push_locked(tls_conn *t, const giovec_t *iov, int iovcnt);
+
 static ssize_t buf_push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt)
 {
     tls_conn *t = p;
+    if (tl_reading != t)
+        return buf_push_locked(t, iov, iovcnt); /* the writer, holding wmu */
+    pthread_mutex_lock(&t->wmu);
+    ssize_t n = buf_push_locked(t, iov, iovcnt);
+    int rc = n >= 0 && t->wlen ? wbuf_flush(t) : 0;
+    pthread_mutex_unlock(&t->wmu);
+    if (rc) {
+        gnutls_transport_set_errno(t->sess, -rc);
+        return -1;
+    }
+    return n;
+}
+
+static ssize_t buf_push_locked(tls_conn *t, const giovec_t *iov, int iovcnt)
+{
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) {
         const uint8_t *d = iov[i].iov_base;
@@ -713,6 +736,7 @@ static ssize_t tls_readv(vmig_conn *c_, const struct iovec *iov, int iovcnt)
         return t->raw->ops->readv(t->raw, iov, iovcnt);
     if (t->own)
         return own_readv(t, iov, iovcnt);
+    tl_reading = t;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) {
         if (!iov[i].iov_len)
@@ -724,17 +748,14 @@ static ssize_t tls_readv(vmig_conn *c_, const struct iovec *iov, int iovcnt)
         if (r <= 0) {
             if (total)
                 break; /* the error comes back with the next call */
+            tl_reading = NULL;
             return r == 0 ? 0 : map_err(t, r);
         }
         total += (size_t)r;
         if ((size_t)r < iov[i].iov_len)
             break;
     }
-    if (t->wlen) { /* GnuTLS answered something while reading (a key update) */
-        int rc = wbuf_flush(t);
-        if (rc && !total)
-            return rc;
-    }
+    tl_reading = NULL;
     return (ssize_t)total;
 }
 
@@ -755,6 +776,8 @@ static int send_all(tls_conn *t, const uint8_t *p, size_t len)
 /* Writes everything or fails (a TLS stream cannot resume a record that was
  * half written). Small pieces (a packet's header and offsets) are gathered
  * into full records; large ones go out from where they are. */
+static ssize_t gnutls_writev(tls_conn *t, const struct iovec *iov, int iovcnt);
+
 static ssize_t tls_writev(vmig_conn *c_, const struct iovec *iov, int iovcnt)
 {
     tls_conn *t = (tls_conn *)c_;
@@ -762,6 +785,15 @@ static ssize_t tls_writev(vmig_conn *c_, const struct iovec *iov, int iovcnt)
         return t->raw->ops->writev(t->raw, iov, iovcnt);
     if (t->own)
         return own_writev(t, iov, iovcnt);
+    pthread_mutex_lock(&t->wmu);
+    ssize_t n = gnutls_writev(t, iov, iovcnt);
+    pthread_mutex_unlock(&t->wmu);
+    return n;
+}
+
+/* GnuTLS's records, under wmu (see tl_reading). */
+static ssize_t gnutls_writev(tls_conn *t, const struct iovec *iov, int iovcnt)
+{
     size_t total = 0;
     int rc = 0;
     for (int i = 0; i < iovcnt && !rc; i++) {
@@ -821,6 +853,7 @@ static void tls_close(vmig_conn *c_)
     gnutls_memset(t->secret, 0, sizeof(t->secret));
     free(t->rbuf);
     free(t->wbuf);
+    pthread_mutex_destroy(&t->wmu);
     free(t);
 }
 
@@ -846,10 +879,11 @@ int vmig_tls_key_update(vmig_conn *c, bool request)
             __atomic_store_n(&t->rec.update_owed, true, __ATOMIC_RELAXED);
         return 0;
     }
+    pthread_mutex_lock(&t->wmu);
     int g = gnutls_session_key_update(t->sess, request ? GNUTLS_KU_PEER : 0);
-    if (g < 0)
-        return (int)map_err(t, g);
-    return t->wlen ? wbuf_flush(t) : 0;
+    int rc = g < 0 ? (int)map_err(t, g) : t->wlen ? wbuf_flush(t) : 0;
+    pthread_mutex_unlock(&t->wmu);
+    return rc;
 }
 
 bool vmig_conn_tls_info(const vmig_conn *c, char *desc, size_t len, bool *ktls)
@@ -962,12 +996,14 @@ int vmig_tls_handshake(vmig_tls *tls, vmig_conn **cp, const char *hostname, int 
     if (!t)
         return vmig_error_set(err, VMIG_ENOMEM, "out of memory for a TLS connection");
     t->raw = raw;
+    pthread_mutex_init(&t->wmu, NULL);
     t->c.ops = &tls_conn_ops;
     t->c.fd = raw->fd;
     memcpy(t->c.peer, raw->peer, sizeof(t->c.peer));
     int rc = 0, g = gnutls_init(&t->sess, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) |
                                               GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
     if (g < 0) {
+        pthread_mutex_destroy(&t->wmu);
         free(t);
         return vmig_error_set(err, VMIG_ENOMEM, "TLS: %s", gnutls_strerror(g));
     }
@@ -1060,6 +1096,7 @@ fail:
     gnutls_deinit(t->sess);
     free(t->rbuf);
     free(t->wbuf);
+    pthread_mutex_destroy(&t->wmu);
     free(t);
     return rc;
 }

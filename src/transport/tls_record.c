@@ -427,6 +427,10 @@ void vmig_tlsrec_open(vmig_tlsrec *r, uint8_t *rec, size_t len, vmig_iovpos *dst
     /* the header was checked: 17 <= body <= 2^14 + 256 */
     size_t ct = len - VMIG_TLSREC_HDR - VMIG_TLSREC_TAG; /* the inner plaintext */
     uint8_t *body = rec + VMIG_TLSREC_HDR;
+    if (ct > VMIG_TLSREC_MAX + 1) { /* RFC 8446 5.4: content and type at most 2^14 + 1 */
+        fail(o, why, whylen, "TLS: a record over 2^14 bytes of content (record_overflow)");
+        return;
+    }
     if (r->rd.seq == UINT64_MAX) {
         fail(o, why, whylen, "TLS: the read sequence is spent");
         return;
