@@ -51,7 +51,8 @@ fuzz: deps
 	[ -f build-fuzz/build.ninja ] || CC=clang $(MESON) setup build-fuzz -Dfuzzing=true \
 	    -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 	ninja -C build-fuzz
-	for t in handshake chack packet control minivm_state minivm_sdev codec_zlib codec_zstd codec_deflate_page codec_lz4; do \
+	for t in handshake chack packet control minivm_state minivm_sdev codec_zlib codec_zstd codec_deflate_page codec_lz4 tls_record; do \
+	    [ -x build-fuzz/tests/fuzz/fuzz_$$t ] || { echo "fuzz_$$t: not built (no GnuTLS?)"; continue; }; \
 	    mkdir -p tests/fuzz/corpus-new/$$t; \
 	    ./build-fuzz/tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	        tests/fuzz/corpus-new/$$t tests/fuzz/corpus/$$t || exit 1; \

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS="handshake chack packet control minivm_state minivm_sdev codec_zlib codec_zstd codec_deflate_page codec_lz4"
+TARGETS="handshake chack packet control minivm_state minivm_sdev codec_zlib codec_zstd codec_deflate_page codec_lz4 tls_record"
 jobs=$(nproc)
 out=fuzz-out
 nice_level=0
