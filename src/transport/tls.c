@@ -91,6 +91,7 @@ typedef struct tls_conn {
     int rstate;
     bool update_request; /* vmig_tls_key_update(): send one, asking the peer's */
     pthread_mutex_t wmu; /* GnuTLS's records: the writer, and GnuTLS writing while reading */
+    bool pull_timeout;   /* GnuTLS's records: the socket's read timed out */
     char desc[64];
     size_t stage_len;
     uint8_t stage[REC_MAX];
@@ -423,6 +424,7 @@ static ssize_t buf_pull(gnutls_transport_ptr_t p, void *data, size_t len)
         struct iovec v = {t->rbuf, IOBUF};
         ssize_t r = t->raw->ops->readv(t->raw, &v, 1);
         if (r < 0) {
+            t->pull_timeout = r == -EAGAIN;
             gnutls_transport_set_errno(t->sess, (int)-r);
             return -1;
         }
@@ -744,7 +746,13 @@ static ssize_t tls_readv(vmig_conn *c_, const struct iovec *iov, int iovcnt)
         /* block only for the first bytes, as readv does */
         if (total && !gnutls_record_check_pending(t->sess) && !rbuf_has_record(t))
             break;
-        ssize_t r = gnutls_record_recv(t->sess, iov[i].iov_base, iov[i].iov_len);
+        /* GnuTLS says "again" after a post-handshake message (a peer's
+         * KeyUpdate) too: only a socket that timed out is a timeout */
+        ssize_t r;
+        do {
+            t->pull_timeout = false;
+            r = gnutls_record_recv(t->sess, iov[i].iov_base, iov[i].iov_len);
+        } while ((r == GNUTLS_E_AGAIN && !t->pull_timeout) || r == GNUTLS_E_INTERRUPTED);
         if (r <= 0) {
             if (total)
                 break; /* the error comes back with the next call */
