@@ -332,14 +332,22 @@ static void test_check(void)
     MUST(vmig_live_create(&l, mem, len, &p, true));
     int rc = vmig_live_check(l, orig, msg, sizeof(msg));
     CHECK(rc == 0, "untouched image: %d %s", rc, msg);
-    vmig_live_resume(l);
-    sleep_ms(10);
-    vmig_live_pause(l);
+    /* run the writers until they have stamped something (10 ms at a time:
+     * a loaded machine may not schedule them within the first window) */
+    uint64_t sp = UINT64_MAX, stamped = 0;
+    for (int tries = 0; tries < 300 && sp == UINT64_MAX; tries++) {
+        vmig_live_resume(l);
+        sleep_ms(10);
+        vmig_live_pause(l);
+        for (uint64_t pg = 0; pg < len / PG && sp == UINT64_MAX; pg++)
+            if (memcmp(mem + pg * PG, orig + pg * PG, 8) != 0)
+                sp = pg;
+    }
+    sp = UINT64_MAX;
 
     rc = vmig_live_check(l, orig, msg, sizeof(msg));
     CHECK(rc == 0 && msg[0] == 0, "stamped image passes: %d %s", rc, msg);
     /* a stamped page (in the hot set, first 8 bytes changed) */
-    uint64_t sp = UINT64_MAX, stamped = 0;
     for (uint64_t pg = 0; pg < len / PG; pg++) {
         if (memcmp(mem + pg * PG, orig + pg * PG, 8) != 0) {
             CHECK(pg >= hot_first && pg < hot_end, "page %llu outside the hot set was written",
