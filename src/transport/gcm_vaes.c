@@ -218,7 +218,7 @@ TGT static inline __m128i ghash8(__m128i x, const __m256i *hp, __m256i d0, __m25
 
 /* Counter mode and GHASH over n bytes; GHASH sees the ciphertext: the
  * output when encrypting, the input when decrypting. */
-TGT static int crypt(vmig_gcm *g, const uint8_t *in, uint8_t *out, size_t n, bool enc)
+TGT static int gcm_crypt(vmig_gcm *g, const uint8_t *in, uint8_t *out, size_t n, bool enc)
 {
     if (g->done)
         return -1;
@@ -310,12 +310,12 @@ TGT static int crypt(vmig_gcm *g, const uint8_t *in, uint8_t *out, size_t n, boo
 
 TGT int vmig_gcm_encrypt(vmig_gcm *g, const uint8_t *in, uint8_t *out, size_t n)
 {
-    return crypt(g, in, out, n, true);
+    return gcm_crypt(g, in, out, n, true);
 }
 
 TGT int vmig_gcm_decrypt(vmig_gcm *g, const uint8_t *in, uint8_t *out, size_t n)
 {
-    return crypt(g, in, out, n, false);
+    return gcm_crypt(g, in, out, n, false);
 }
 
 TGT void vmig_gcm_tag(vmig_gcm *g, uint8_t tag[16])

@@ -574,12 +574,6 @@ static void own_install(tls_conn *t)
     t->own = true;
 }
 
-/* Whether a whole record waits at rpos. */
-static bool own_whole_record(const tls_conn *t)
-{
-    return t->own && rbuf_has_record(t);
-}
-
 /* Makes sure a whole record is at rpos: its size, 0 at the end of the
  * stream, or an error (the header's: -EPROTO with why). */
 static ssize_t own_fill(tls_conn *t)
@@ -714,11 +708,6 @@ static void own_install(tls_conn *t)
 {
     (void)t;
 }
-static bool own_whole_record(const tls_conn *t)
-{
-    (void)t;
-    return false;
-}
 static ssize_t own_readv(tls_conn *t, const struct iovec *iov, int iovcnt)
 {
     (void)t, (void)iov, (void)iovcnt;
@@ -838,7 +827,7 @@ static ssize_t gnutls_writev(tls_conn *t, const struct iovec *iov, int iovcnt)
 static int tls_wait_readable(vmig_conn *c_, int timeout_ms)
 {
     tls_conn *t = (tls_conn *)c_;
-    if (t->own && (t->pend_len || t->rstate || own_whole_record(t)))
+    if (t->own && (t->pend_len || t->rstate || rbuf_has_record(t)))
         return 1;
     if (!t->own && !t->ktls && (gnutls_record_check_pending(t->sess) || t->rpos < t->rlen))
         return 1;
